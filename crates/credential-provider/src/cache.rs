@@ -1,0 +1,486 @@
+//! The credential cache on disk, shared by every exec of a plugin.
+//!
+//! The kubelet starts one process per image, so a node boot runs many at once
+//! and each lives for milliseconds: the cache is the only memory they share.
+//! One file per credential, written atomically (temp file, fsync, rename) so a
+//! reader never sees half an entry and a killed writer leaves the old one
+//! intact; read without a lock, so a cache hit costs one `open` and one `read`;
+//! renewed under an exclusive per-entry lock, so N processes that all find the
+//! entry stale make one call to the cloud between them.
+//!
+//! An entry that cannot be read, does not parse, or comes from another format
+//! version is treated as missing and replaced: the cache is never trusted over
+//! the cloud and never a reason to fail a pull.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+
+/// Bumped whenever the entry layout or the key derivation changes; entries of
+/// another version are ignored and replaced.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Entries are small; anything larger is not ours.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// The cache directory for root, where the kubelet runs plugins.
+pub const SYSTEM_DIR: &str = "/var/cache/kubelet-credential-providers";
+
+/// Why the cache could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache directory {path}: {reason}; fix it, choose another with --cache-dir, or pass --no-cache")]
+    UnsafeDirectory { path: PathBuf, reason: String },
+    #[error("cache directory {path}: {source}")]
+    Directory { path: PathBuf, source: io::Error },
+    #[error("cache entry {path}: {source}")]
+    Entry { path: PathBuf, source: io::Error },
+}
+
+/// Seconds since the Unix epoch, the unit every entry uses.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The default cache directory: the system one for root, else
+/// `$XDG_CACHE_HOME/kubelet-credential-providers` (or `~/.cache/…`).
+pub fn default_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from(SYSTEM_DIR);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("kubelet-credential-providers")
+}
+
+/// The name of one entry: a hash of every input that changes the credential.
+/// Secrets go into the hash, never into the name in clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// Derives a key from the plugin's name and the inputs that select its
+    /// credential. Each part is length-prefixed so that no two different lists
+    /// hash the same.
+    pub fn derive<S: AsRef<str>>(plugin: &str, parts: &[S]) -> CacheKey {
+        let mut hasher = Sha256::new();
+        for part in [plugin, &FORMAT_VERSION.to_string()]
+            .into_iter()
+            .chain(parts.iter().map(AsRef::as_ref))
+        {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let digest = hasher.finalize();
+        CacheKey(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The SHA-256 of a secret, hex-encoded: how a service-account token enters a
+/// cache key. Hashing the whole token (never its unverified claims) means a
+/// forged token can only ever map to its own entry.
+pub fn secret_digest(secret: &Secret) -> String {
+    Sha256::digest(secret.expose().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One cached credential, as stored in its file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedCredential {
+    pub format: u32,
+    pub plugin: String,
+    pub key: String,
+    /// The image of the request that fetched it: `refresh` plans from it again.
+    pub image: String,
+    /// The auth key it is returned under.
+    pub registry: String,
+    /// Whether it came from a request's service-account token, which `refresh`
+    /// does not have.
+    pub needs_service_account_token: bool,
+    pub issued_at: u64,
+    pub refresh_at: u64,
+    pub expires_at: u64,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Where an entry stands at a given moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Before its refresh point: answer from the cache.
+    Fresh,
+    /// Past its refresh point but still valid: renew, or serve it if the cloud fails.
+    Stale,
+    /// Past its expiry: unusable.
+    Expired,
+}
+
+impl CachedCredential {
+    pub fn freshness(&self, now: u64) -> Freshness {
+        if now < self.refresh_at {
+            Freshness::Fresh
+        } else if now < self.expires_at {
+            Freshness::Stale
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// The point at which a credential issued at `issued_at` and expiring at
+    /// `expires_at` should be renewed: `fraction` of its lifetime.
+    pub fn refresh_point(issued_at: u64, expires_at: u64, fraction: f64) -> u64 {
+        let lifetime = expires_at.saturating_sub(issued_at) as f64;
+        issued_at + (lifetime * fraction.clamp(0.0, 1.0)) as u64
+    }
+}
+
+/// An open cache directory.
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// An exclusive lock on one entry, released when dropped (or when the process
+/// dies, so a killed plugin never wedges the others).
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: File,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Cache {
+    /// Opens `dir`, creating it 0700 if needed. A directory that another user
+    /// owns, or that others can write, is refused: whoever can write it can
+    /// plant credentials that the kubelet would hand to a registry.
+    pub fn open(dir: &Path) -> Result<Cache, CacheError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| CacheError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let unsafe_dir = |reason: String| CacheError::UnsafeDirectory {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let meta = fs::symlink_metadata(dir).map_err(|source| CacheError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(unsafe_dir("is not a directory (symbolic links are refused)".into()));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(unsafe_dir(format!(
+                "is owned by uid {}, not by this process's uid {me}",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(unsafe_dir(format!("is writable by others (mode {mode:o})")));
+        }
+        if mode != 0o700 {
+            // Ours and not writable by others, but readable: tighten it.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                CacheError::Directory {
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn entry_path(&self, plugin: &str, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{plugin}-{}.json", key.as_str()))
+    }
+
+    fn lock_path(&self, plugin: &str, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{plugin}-{}.lock", key.as_str()))
+    }
+
+    /// Reads the entry for `key`. Anything short of a valid entry of this
+    /// format, plugin and key is `None`: the caller fetches and replaces it.
+    pub fn read(&self, plugin: &str, key: &CacheKey) -> Option<CachedCredential> {
+        let path = self.entry_path(plugin, key);
+        let entry = read_entry(&path)?;
+        if entry.plugin != plugin || entry.key != key.as_str() {
+            tracing::debug!(path = %path.display(), "cache entry belongs to another key; ignoring it");
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Writes an entry atomically: a reader sees the old entry or the new one,
+    /// never a mix, whatever happens to this process mid-write.
+    pub fn write(&self, entry: &CachedCredential) -> Result<(), CacheError> {
+        let key = CacheKey(entry.key.clone());
+        let path = self.entry_path(&entry.plugin, &key);
+        let temp = self.dir.join(format!(
+            ".{}-{}.{}.{}.tmp",
+            entry.plugin,
+            key.as_str(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io_error = |source| CacheError::Entry {
+            path: path.clone(),
+            source,
+        };
+        let body = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(&body)?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)?;
+            // Make the rename itself durable.
+            File::open(&self.dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result.map_err(io_error)
+    }
+
+    /// Takes the exclusive lock on `key`, waiting at most `wait`. `None` when
+    /// another process held it all that time (it may be hung): the caller then
+    /// goes ahead without it rather than miss the kubelet's deadline.
+    pub fn lock(&self, plugin: &str, key: &CacheKey, wait: Duration) -> Result<Option<EntryLock>, CacheError> {
+        let path = self.lock_path(plugin, key);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| CacheError::Entry {
+                path: path.clone(),
+                source,
+            })?;
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(EntryLock { _file: file })),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(source)) => return Err(CacheError::Entry { path, source }),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+
+    /// Every entry file of `plugin`, with its content when it parses.
+    pub fn entries(&self, plugin: &str) -> Vec<(PathBuf, Option<CachedCredential>)> {
+        let prefix = format!("{plugin}-");
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<_> = dir
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+            })
+            .map(|p| {
+                let entry = read_entry(&p);
+                (p, entry)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+
+    /// Removes an entry file; a file already gone is not an error.
+    pub fn remove(&self, path: &Path) {
+        if let Err(e) = fs::remove_file(path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "could not remove cache entry: {e}");
+            }
+        }
+    }
+}
+
+fn read_entry(path: &Path) -> Option<CachedCredential> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot read cache entry, fetching anew: {e}");
+            return None;
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(e) = file.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut body) {
+        tracing::warn!(path = %path.display(), "cannot read cache entry, fetching anew: {e}");
+        return None;
+    }
+    if body.len() as u64 > MAX_ENTRY_BYTES {
+        tracing::warn!(path = %path.display(), "cache entry is too large, replacing it");
+        return None;
+    }
+    match serde_json::from_slice::<CachedCredential>(&body) {
+        Ok(entry) if entry.format == FORMAT_VERSION => Some(entry),
+        Ok(entry) => {
+            tracing::debug!(path = %path.display(), format = entry.format, "cache entry of another format, replacing it");
+            None
+        }
+        Err(_) => {
+            // The parse error may quote the file, which holds a password.
+            tracing::warn!(path = %path.display(), "cache entry is corrupt, replacing it");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &CacheKey, now: u64) -> CachedCredential {
+        CachedCredential {
+            format: FORMAT_VERSION,
+            plugin: "test".into(),
+            key: key.as_str().into(),
+            image: "r.example/a".into(),
+            registry: "r.example".into(),
+            needs_service_account_token: false,
+            issued_at: now,
+            refresh_at: now + 50,
+            expires_at: now + 100,
+            username: "u".into(),
+            password: Secret::new("test-password-123".into()),
+        }
+    }
+
+    #[test]
+    fn keys_separate_every_input() {
+        let a = CacheKey::derive("ecr", &["ab", "c"]);
+        assert_ne!(a, CacheKey::derive("ecr", &["a", "bc"]));
+        assert_ne!(a, CacheKey::derive("gcr", &["ab", "c"]));
+        assert_eq!(a, CacheKey::derive("ecr", &["ab", "c"]));
+        assert_eq!(a.as_str().len(), 32);
+    }
+
+    #[test]
+    fn round_trip_with_private_modes() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("cache");
+        let cache = Cache::open(&dir).expect("open");
+        let key = CacheKey::derive("test", &["x"]);
+        assert!(cache.read("test", &key).is_none());
+        let now = unix_now();
+        cache.write(&entry(&key, now)).expect("write");
+        let read = cache.read("test", &key).expect("read");
+        assert_eq!(read.password.expose(), "test-password-123");
+        assert_eq!(read.freshness(now), Freshness::Fresh);
+        assert_eq!(read.freshness(now + 50), Freshness::Stale);
+        assert_eq!(read.freshness(now + 100), Freshness::Expired);
+        let dir_mode = fs::metadata(&dir).expect("meta").mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        for (path, _) in cache.entries("test") {
+            assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
+        }
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn corrupt_foreign_and_truncated_entries_are_missing() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(temp.path()).expect("open");
+        let key = CacheKey::derive("test", &["x"]);
+        let path = cache.entry_path("test", &key);
+        let good = serde_json::to_string(&entry(&key, unix_now())).expect("json");
+        for body in [
+            String::new(),
+            "{".to_string(),
+            good[..good.len() / 2].to_string(),
+            good.replace("\"format\":1", "\"format\":999"),
+            good.replace(key.as_str(), "0000"),
+            "x".repeat(100_000),
+        ] {
+            fs::write(&path, body).expect("write");
+            assert!(cache.read("test", &key).is_none());
+        }
+        fs::write(&path, good).expect("write");
+        assert!(cache.read("test", &key).is_some());
+    }
+
+    #[test]
+    fn refuses_world_writable_directories_and_tightens_readable_ones() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("open");
+        fs::create_dir(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = Cache::open(&dir).expect_err("world-writable");
+        assert!(err.to_string().contains("writable by others"), "{err}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Cache::open(&dir).expect("readable is tightened");
+        assert_eq!(fs::metadata(&dir).expect("meta").mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_times_out() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(temp.path()).expect("open");
+        let key = CacheKey::derive("test", &["x"]);
+        let held = cache.lock("test", &key, Duration::ZERO).expect("lock");
+        assert!(held.is_some());
+        let second = cache.lock("test", &key, Duration::from_millis(30)).expect("lock");
+        assert!(second.is_none(), "a second lock must wait");
+        drop(held);
+        assert!(cache.lock("test", &key, Duration::ZERO).expect("lock").is_some());
+    }
+
+    #[test]
+    fn refresh_point_is_a_fraction_of_the_lifetime() {
+        assert_eq!(CachedCredential::refresh_point(1000, 2000, 0.5), 1500);
+        assert_eq!(CachedCredential::refresh_point(1000, 900, 0.5), 1000);
+    }
+}

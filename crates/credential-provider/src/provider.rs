@@ -1,0 +1,73 @@
+//! What a plugin implements: the part that is specific to one cloud.
+
+use std::fmt::Debug;
+
+use crate::check::CheckReport;
+use crate::endpoints::Endpoints;
+use crate::error::Error;
+use crate::image::ImageRef;
+use crate::protocol::ServiceAccount;
+use crate::secret::Secret;
+
+/// A registry credential fresh from the cloud.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub username: String,
+    pub password: Secret,
+    /// When the cloud says it stops working, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// What one request needs, decided before any network call: which registry
+/// the credential is for, what the plugin will fetch, and every input that
+/// changes the answer (for the cache key).
+#[derive(Clone, Debug)]
+pub struct Plan<T> {
+    /// The auth key of the response: the requested registry host, with its
+    /// port. Never a wildcard, which would hand this secret to other registries.
+    pub registry: String,
+    /// The plugin's own description of what to fetch.
+    pub target: T,
+    /// Non-secret inputs that select the credential: region, account, role,
+    /// identity settings, endpoint overrides.
+    pub key_parts: Vec<String>,
+    /// The service-account token the credential is derived from, if any. Such a
+    /// credential is cached by the token's hash only and never renewed by
+    /// `refresh`, which has no token.
+    pub service_account_token: Option<Secret>,
+}
+
+/// One cloud's plugin. The core's runner does everything else: the protocol,
+/// the command line, the cache, logging and exit codes.
+///
+/// `new` and `plan` must not touch the network or build SDK clients: on a cache
+/// hit they are all that runs.
+#[allow(async_fn_in_trait)] // The runner drives these on its own single-threaded runtime.
+pub trait Provider: Sized {
+    /// Short name: cache file prefix and log label (`ecr`).
+    const NAME: &'static str;
+    /// The binary's name (`ecr-credential-provider`).
+    const BINARY: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// The fraction of a credential's lifetime after which it is renewed.
+    const REFRESH_FRACTION: f64 = 0.5;
+
+    /// The plugin's own command-line flags.
+    type Args: clap::Args + Debug;
+    /// What `plan` decides and `fetch` uses.
+    type Target: Debug;
+
+    /// Builds the plugin from its flags and the endpoint overrides.
+    fn new(args: Self::Args, endpoints: Endpoints) -> Result<Self, Error>;
+
+    /// Decides, without any network call, how to serve `image`; refuses images
+    /// this plugin does not serve.
+    fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<Self::Target>, Error>;
+
+    /// Gets a fresh credential from the cloud.
+    async fn fetch(&self, plan: &Plan<Self::Target>) -> Result<Credential, Error>;
+
+    /// Checks, with this node's identity, every permission a pull of `image` needs.
+    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error>;
+}

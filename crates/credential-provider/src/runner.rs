@@ -1,0 +1,582 @@
+//! The command line every plugin shares, and the flow of one request.
+//!
+//! With no subcommand a plugin reads one request from stdin (or builds it from
+//! `--image`), answers on stdout and exits. Nothing but that one JSON line ever
+//! reaches stdout; logs and errors go to stderr, scrubbed of secrets.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+use crate::cache::{self, Cache, CacheKey, CachedCredential, Freshness, FORMAT_VERSION};
+use crate::check::OutputFormat;
+use crate::endpoints::Endpoints;
+use crate::error::Error;
+use crate::image::ImageRef;
+use crate::protocol::{
+    ApiVersion, AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, RequestError,
+    ServiceAccount,
+};
+use crate::provider::{Credential, Plan, Provider};
+use crate::secret::{self, Secret, ScrubbingStderr};
+
+/// The most a request may weigh; the kubelet's are a few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// How long an exec waits for another process renewing the same entry. With
+/// the fetch budget this stays well inside the kubelet's 60 s exec limit.
+pub const LOCK_WAIT: Duration = Duration::from_secs(15);
+/// The most one fetch from the cloud may take, retries included.
+pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
+/// How long the kubelet may keep a stale credential served because the cloud
+/// failed: short, so that the next pull tries the cloud again soon.
+pub const STALE_CACHE_DURATION: Duration = Duration::from_secs(30);
+/// Entries that need a service-account token are deleted this long after they
+/// expire: nothing can renew them, and tokens rotate hourly.
+const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
+
+#[derive(Debug, Parser)]
+struct Cli<A: clap::Args> {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Answer for IMAGE instead of reading a request from stdin (for testing by hand).
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+
+    /// With --image: a file holding a service-account token, as the kubelet would send (KEP-4412).
+    #[arg(long, value_name = "FILE", requires = "image")]
+    service_account_token_file: Option<PathBuf>,
+
+    /// With --image: a service-account annotation, as the kubelet would send.
+    #[arg(long = "service-account-annotation", value_name = "KEY=VALUE", requires = "image")]
+    service_account_annotations: Vec<String>,
+
+    /// The cache directory [default: /var/cache/kubelet-credential-providers for root, else $XDG_CACHE_HOME/kubelet-credential-providers].
+    #[arg(long, global = true, value_name = "DIR", env = "CREDENTIAL_PROVIDER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Never read or write the cache: every exec asks the cloud.
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    /// More logging on stderr: -v info, -vv debug, -vvv trace. Secrets are never logged.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(flatten)]
+    plugin: A,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that this node's identity has every permission a pull of IMAGE needs.
+    Check {
+        /// The image to check, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.0
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Renew every cached credential that is past its refresh point.
+    Refresh {
+        /// Keep running, renewing every DURATION (e.g. 5m) with a little jitter.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+    },
+}
+
+/// Runs a plugin and exits the process with its exit code.
+pub fn run<P: Provider>() -> ! {
+    let binary = P::BINARY;
+    // A panic message may quote data; print only where it happened.
+    std::panic::set_hook(Box::new(move |info| {
+        let place = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("{binary}: internal error{place}; please report it");
+    }));
+    let code = match run_with_args::<P>(std::env::args_os().collect()) {
+        Ok(()) => 0,
+        Err(error) => {
+            let message = secret::scrub(&error.to_string());
+            eprintln!("{binary}: error: {}", message.replace('\n', " "));
+            error.exit_code()
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_with_args<P: Provider>(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
+    let command = Cli::<P::Args>::command()
+        .name(P::BINARY)
+        .bin_name(P::BINARY)
+        .about(P::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = match command.try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                print!("{e}");
+                return Ok(());
+            }
+            let _ = e.print();
+            std::process::exit(crate::error::EXIT_USAGE);
+        }
+    };
+    let cli = Cli::<P::Args>::from_arg_matches(&matches).map_err(|e| Error::Config(e.to_string()))?;
+    init_logging(cli.verbose, P::BINARY);
+
+    let endpoints = Endpoints::from_env()?;
+    let open_cache = |no_cache: bool| -> Result<Option<Cache>, Error> {
+        if no_cache {
+            return Ok(None);
+        }
+        let dir = cli.cache_dir.clone().unwrap_or_else(cache::default_dir);
+        Ok(Some(Cache::open(&dir)?))
+    };
+
+    match cli.command {
+        Some(Command::Check { image, output }) => {
+            let provider = P::new(cli.plugin, endpoints)?;
+            let image = ImageRef::parse(&image)?;
+            let report = block_on(provider.check(&image))?;
+            let text = match output {
+                OutputFormat::Table => report.to_table(),
+                OutputFormat::Json => report.to_json(),
+            };
+            write_stdout(&text)?;
+            if report.all_allowed() {
+                Ok(())
+            } else {
+                let failing = report.steps.iter().filter(|s| s.outcome != crate::check::Outcome::Allowed).count();
+                Err(Error::CheckFailed(format!(
+                    "{failing} of {} checks did not pass for {}",
+                    report.steps.len(),
+                    report.image
+                )))
+            }
+        }
+        Some(Command::Refresh { every }) => {
+            let Some(cache) = open_cache(cli.no_cache)? else {
+                return Err(Error::Config("refresh renews the cache; it cannot run with --no-cache".into()));
+            };
+            let provider = P::new(cli.plugin, endpoints)?;
+            loop {
+                let failed = refresh_pass(&provider, &cache);
+                match every {
+                    Some(period) => std::thread::sleep(jittered(period)),
+                    None if failed > 0 => {
+                        return Err(Error::cloud(P::NAME, format!("{failed} cached credentials could not be renewed")));
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+        None => {
+            let request = match &cli.image {
+                Some(image) => request_from_flags(
+                    image,
+                    cli.service_account_token_file.as_deref(),
+                    &cli.service_account_annotations,
+                )?,
+                None => read_request()?,
+            };
+            let cache = open_cache(cli.no_cache)?;
+            let provider = P::new(cli.plugin, endpoints)?;
+            let response = answer(&provider, cache.as_ref(), &request)?;
+            write_stdout(&response.encode())
+        }
+    }
+}
+
+/// Answers one request: plan, then the cache, then the cloud.
+pub fn answer<P: Provider>(
+    provider: &P,
+    cache: Option<&Cache>,
+    request: &CredentialProviderRequest,
+) -> Result<CredentialProviderResponse, Error> {
+    let image = ImageRef::parse(&request.image)?;
+    let plan = provider.plan(&image, request.service_account.as_ref())?;
+    tracing::debug!(registry = %plan.registry, target = ?plan.target, "planned");
+    let (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+    let mut auth = BTreeMap::new();
+    auth.insert(
+        plan.registry.clone(),
+        AuthConfig {
+            username: credential.username,
+            password: credential.password,
+        },
+    );
+    Ok(CredentialProviderResponse {
+        api_version: request.api_version,
+        cache_key_type: CacheKeyType::Registry,
+        cache_duration,
+        auth,
+    })
+}
+
+/// The cache key of a plan: the plugin's inputs, the registry, and the hash of
+/// the service-account token when the credential comes from one.
+fn cache_key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
+    let mut parts = vec![plan.registry.clone()];
+    parts.extend(plan.key_parts.iter().cloned());
+    if let Some(token) = &plan.service_account_token {
+        parts.push(format!("service-account-token-sha256={}", cache::secret_digest(token)));
+    }
+    CacheKey::derive(P::NAME, &parts)
+}
+
+/// A credential and how long the kubelet may keep it.
+fn obtain<P: Provider>(
+    provider: &P,
+    cache: Option<&Cache>,
+    plan: &Plan<P::Target>,
+    image: &str,
+) -> Result<(Credential, Duration), Error> {
+    let Some(cache) = cache else {
+        let credential = fetch(provider, plan)?;
+        let now = cache::unix_now();
+        let refresh_at = CachedCredential::refresh_point(now, credential.expires_at, P::REFRESH_FRACTION);
+        return Ok((credential, Duration::from_secs(refresh_at.saturating_sub(now))));
+    };
+    let key = cache_key::<P>(plan);
+    let cached = cache.read(P::NAME, &key);
+    if let Some(entry) = cached.as_ref().filter(|e| e.freshness(cache::unix_now()) == Freshness::Fresh) {
+        tracing::info!(registry = %plan.registry, "answered from the cache");
+        return Ok(served(entry));
+    }
+    match renew(provider, cache, &key, plan, image, cached) {
+        Ok(Renewal::ByAnother(entry)) => {
+            tracing::info!(registry = %plan.registry, "renewed by another process; answered from the cache");
+            Ok(served(&entry))
+        }
+        Ok(Renewal::Fetched(entry)) => Ok(served(&entry)),
+        Ok(Renewal::AlreadyExpired(credential)) => Ok((credential, Duration::ZERO)),
+        Err(failure) => {
+            let now = cache::unix_now();
+            match failure.cached.filter(|e| e.freshness(now) == Freshness::Stale) {
+                Some(entry) => {
+                    tracing::warn!(
+                        "renewing the credential for {} failed ({}); serving the cached one, valid for {}s more",
+                        plan.registry,
+                        secret::scrub(&failure.error.to_string()),
+                        entry.expires_at - now
+                    );
+                    let duration = STALE_CACHE_DURATION.min(Duration::from_secs(entry.expires_at - now));
+                    Ok((to_credential(&entry), duration))
+                }
+                None => Err(failure.error),
+            }
+        }
+    }
+}
+
+/// What a renewal under the lock came to.
+enum Renewal {
+    /// Another process renewed the entry while this one waited for the lock.
+    ByAnother(CachedCredential),
+    /// This process fetched and stored a new credential.
+    Fetched(CachedCredential),
+    /// The cloud's credential was already past its expiry (a skewed clock, or
+    /// an emulator): usable once, not worth caching.
+    AlreadyExpired(Credential),
+}
+
+/// A failed renewal, with the entry that was cached before it, if any.
+struct RenewalFailure {
+    error: Error,
+    cached: Option<CachedCredential>,
+}
+
+/// Renews one entry under its lock, so that of all the processes that find it
+/// stale at once only one asks the cloud; the others find it renewed.
+fn renew<P: Provider>(
+    provider: &P,
+    cache: &Cache,
+    key: &CacheKey,
+    plan: &Plan<P::Target>,
+    image: &str,
+    cached: Option<CachedCredential>,
+) -> Result<Renewal, RenewalFailure> {
+    let _lock = match cache.lock(P::NAME, key, LOCK_WAIT) {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            tracing::warn!(
+                "another process has been renewing this credential for {}s; fetching without waiting longer",
+                LOCK_WAIT.as_secs()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot lock the cache entry ({e}); fetching without the lock");
+            None
+        }
+    };
+    let cached = cache.read(P::NAME, key).or(cached);
+    if let Some(entry) = cached.as_ref().filter(|e| e.freshness(cache::unix_now()) == Freshness::Fresh) {
+        return Ok(Renewal::ByAnother(entry.clone()));
+    }
+    let credential = match fetch(provider, plan) {
+        Ok(credential) => credential,
+        Err(error) => return Err(RenewalFailure { error, cached }),
+    };
+    let now = cache::unix_now();
+    if credential.expires_at <= now {
+        tracing::warn!(
+            "the credential from the cloud expired already (at {}, now {now}); is the clock skewed? answering without caching it",
+            credential.expires_at
+        );
+        return Ok(Renewal::AlreadyExpired(credential));
+    }
+    let entry = CachedCredential {
+        format: FORMAT_VERSION,
+        plugin: P::NAME.to_string(),
+        key: key.as_str().to_string(),
+        image: image.to_string(),
+        registry: plan.registry.clone(),
+        needs_service_account_token: plan.service_account_token.is_some(),
+        issued_at: now,
+        refresh_at: CachedCredential::refresh_point(now, credential.expires_at, P::REFRESH_FRACTION),
+        expires_at: credential.expires_at,
+        username: credential.username,
+        password: credential.password,
+    };
+    if let Err(e) = cache.write(&entry) {
+        tracing::warn!("cannot write the cache ({e}); answering anyway");
+    }
+    tracing::info!(registry = %plan.registry, expires_at = entry.expires_at, "fetched a new credential");
+    Ok(Renewal::Fetched(entry))
+}
+
+/// A cached entry as an answer: the kubelet may keep it until our refresh point.
+fn served(entry: &CachedCredential) -> (Credential, Duration) {
+    let left = entry.refresh_at.saturating_sub(cache::unix_now());
+    (to_credential(entry), Duration::from_secs(left))
+}
+
+fn to_credential(entry: &CachedCredential) -> Credential {
+    Credential {
+        username: entry.username.clone(),
+        password: entry.password.clone(),
+        expires_at: entry.expires_at,
+    }
+}
+
+fn fetch<P: Provider>(provider: &P, plan: &Plan<P::Target>) -> Result<Credential, Error> {
+    block_on(async {
+        match tokio::time::timeout(FETCH_BUDGET, provider.fetch(plan)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::cloud(
+                P::NAME,
+                format!("no credential within {}s; is the cloud's endpoint reachable from this node?", FETCH_BUDGET.as_secs()),
+            )),
+        }
+    })
+}
+
+/// Runs a future on a fresh single-threaded runtime. Only built when the cloud
+/// must be asked: a cache hit never starts one.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => {
+            // Cannot happen short of the process being out of file descriptors.
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::exit(crate::error::EXIT_USAGE)
+        }
+    }
+}
+
+/// One `refresh` pass; returns how many entries failed to renew.
+fn refresh_pass<P: Provider>(provider: &P, cache: &Cache) -> usize {
+    let mut failed = 0;
+    for (path, entry) in cache.entries(P::NAME) {
+        let now = cache::unix_now();
+        let Some(entry) = entry else {
+            tracing::info!(path = %path.display(), "removing an unreadable cache entry");
+            cache.remove(&path);
+            continue;
+        };
+        if entry.needs_service_account_token {
+            if now > entry.expires_at + EXPIRED_ENTRY_GRACE_SECS {
+                cache.remove(&path);
+            }
+            continue;
+        }
+        if entry.freshness(now) == Freshness::Fresh {
+            continue;
+        }
+        let plan = ImageRef::parse(&entry.image)
+            .map_err(Error::from)
+            .and_then(|image| provider.plan(&image, None));
+        let (plan, key) = match plan.map(|plan| {
+            let key = cache_key::<P>(&plan);
+            (plan, key)
+        }) {
+            Ok((plan, key)) if key.as_str() == entry.key => (plan, key),
+            Ok(_) => {
+                tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
+                continue;
+            }
+        };
+        match renew(provider, cache, &key, &plan, &entry.image, Some(entry.clone())) {
+            Ok(Renewal::ByAnother(_)) => {}
+            Ok(Renewal::Fetched(renewed)) => {
+                eprintln!(
+                    "{}: renewed {} (valid until {})",
+                    P::BINARY,
+                    entry.registry,
+                    format_time(renewed.expires_at)
+                );
+            }
+            Ok(Renewal::AlreadyExpired(_)) => {
+                failed += 1;
+                eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
+            }
+            Err(failure) => {
+                failed += 1;
+                eprintln!(
+                    "{}: failed to renew {}: {}",
+                    P::BINARY,
+                    entry.registry,
+                    secret::scrub(&failure.error.to_string())
+                );
+            }
+        }
+    }
+    failed
+}
+
+fn format_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// `period` give or take 10 %, so that a fleet of nodes started together does
+/// not renew in lockstep.
+fn jittered(period: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let spread = period.as_secs_f64() * 0.2;
+    let offset = (random as f64 / u64::MAX as f64) * spread - spread / 2.0;
+    Duration::from_secs_f64((period.as_secs_f64() + offset).max(1.0))
+}
+
+/// Reads the kubelet's request from stdin, at most [`MAX_REQUEST_BYTES`].
+fn read_request() -> Result<CredentialProviderRequest, Error> {
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        return Err(Error::Config(
+            "no request: pipe a CredentialProviderRequest to stdin, or pass --image IMAGE".into(),
+        ));
+    }
+    let mut body = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_REQUEST_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLarge {
+            limit: MAX_REQUEST_BYTES,
+        }
+        .into());
+    }
+    Ok(CredentialProviderRequest::decode(&body)?)
+}
+
+/// Builds the request the kubelet would send, from `--image` and friends.
+fn request_from_flags(
+    image: &str,
+    token_file: Option<&std::path::Path>,
+    annotations: &[String],
+) -> Result<CredentialProviderRequest, Error> {
+    let token = match token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+            Some(Secret::new(token.trim().to_string()))
+        }
+        None => None,
+    };
+    let mut parsed = BTreeMap::new();
+    for annotation in annotations {
+        let Some((key, value)) = annotation.split_once('=') else {
+            return Err(Error::Config(format!("--service-account-annotation {annotation:?} is not KEY=VALUE")));
+        };
+        parsed.insert(key.to_string(), value.to_string());
+    }
+    let service_account = (token.is_some() || !parsed.is_empty()).then_some(ServiceAccount {
+        token,
+        annotations: parsed,
+    });
+    Ok(CredentialProviderRequest {
+        api_version: ApiVersion::V1,
+        image: image.to_string(),
+        service_account,
+    })
+}
+
+/// Writes all of `text` to stdout at once, or fails.
+fn write_stdout(text: &str) -> Result<(), Error> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(Error::Output)
+}
+
+/// Logs to stderr through the secret scrubber. Our crates log at the level
+/// asked for; the SDKs and HTTP stacks stay at warnings until `-vvv`.
+fn init_logging(verbose: u8, binary: &str) {
+    let ours = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let theirs = if verbose >= 3 { LevelFilter::DEBUG } else { LevelFilter::WARN };
+    let filter = Targets::new()
+        .with_default(theirs)
+        .with_target("credential_provider", ours)
+        .with_target(binary.replace('-', "_"), ours);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| ScrubbingStderr)
+        .with_ansi(false)
+        .with_target(verbose >= 2)
+        .without_time()
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(100)).as_secs_f64();
+            assert!((90.0..=110.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn flags_build_a_v1_request() {
+        let request = request_from_flags("a.example/b", None, &["k=v=w".to_string()]).expect("request");
+        assert_eq!(request.api_version, ApiVersion::V1);
+        let sa = request.service_account.expect("annotations");
+        assert_eq!(sa.annotations.get("k").map(String::as_str), Some("v=w"));
+        assert!(request_from_flags("a.example/b", None, &["novalue".to_string()]).is_err());
+    }
+}
