@@ -24,12 +24,8 @@ pub enum Error {
     Request(#[from] RequestError),
     #[error("{0}")]
     Image(#[from] ImageError),
-    #[error("{plugin} does not serve registry {host:?}: {expected}")]
-    UnsupportedRegistry {
-        plugin: &'static str,
-        host: String,
-        expected: &'static str,
-    },
+    #[error("registry {host:?} is not one this plugin serves: {expected}")]
+    UnsupportedRegistry { host: String, expected: &'static str },
     #[error("{0}")]
     Config(String),
     #[error("{0}")]

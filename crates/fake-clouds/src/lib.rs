@@ -1,0 +1,14 @@
+//! Test support for the plugins: fake cloud endpoints on loopback, and a
+//! harness that runs a plugin binary the way the kubelet does.
+//!
+//! Nothing here is linked into a plugin. Tests, benchmarks and the demo use it
+//! to run the real binaries against servers that speak each cloud's documented
+//! API, with secrets they can later look for on stderr.
+
+pub mod aws;
+pub mod conformance;
+pub mod server;
+
+pub use aws::{Fault, FakeAws};
+pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
+pub use server::FakeServer;

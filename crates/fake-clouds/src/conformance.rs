@@ -1,0 +1,317 @@
+//! Running a plugin binary the way the kubelet does, and judging its answers
+//! the way the kubelet would.
+//!
+//! The kubelet execs the plugin with the request on stdin, reads stdout, and
+//! since 1.32 decodes it strictly: an unknown, duplicate or wrong-case field
+//! discards the whole response. The checks here are written independently of
+//! the core's encoder, from the kubelet's rules, so that a bug in one is not
+//! mirrored in the other.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use credential_provider::matching::RegistryPattern;
+use credential_provider::protocol::ApiVersion;
+use serde::Deserialize;
+
+/// A plugin binary with the environment it runs in and a private cache.
+#[derive(Debug)]
+pub struct PluginUnderTest {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    cache: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+/// What one exec produced.
+#[derive(Debug)]
+pub struct Exec {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A service account as the kubelet sends it (KEP-4412).
+#[derive(Clone, Debug, Default)]
+pub struct TestServiceAccount {
+    pub token: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl PluginUnderTest {
+    /// The plugin at `binary`, with an empty environment but for `PATH`, a
+    /// throw-away `HOME` (no developer's cloud config leaks in) and a private
+    /// cache directory.
+    pub fn new(binary: impl Into<PathBuf>) -> PluginUnderTest {
+        PluginUnderTest {
+            binary: binary.into(),
+            env: Vec::new(),
+            cache: tempfile::tempdir().expect("cache dir"),
+            home: tempfile::tempdir().expect("home dir"),
+        }
+    }
+
+    /// Adds environment variables.
+    pub fn with_env<K: Into<String>, V: Into<String>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Sets one environment variable, replacing an earlier value.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The cache directory the plugin uses (created on its first run).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache.path().join("cache")
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("CREDENTIAL_PROVIDER_CACHE_DIR", self.cache_dir())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts the plugin with `stdin` written and closed; the caller waits.
+    pub fn spawn(&self, args: &[&str], stdin: &[u8]) -> Child {
+        let mut child = self.command(args).spawn().expect("spawn plugin");
+        let mut pipe = child.stdin.take().expect("stdin");
+        // A plugin that refuses early may close stdin before reading it all.
+        let _ = pipe.write_all(stdin);
+        drop(pipe);
+        child
+    }
+
+    /// Runs the plugin to completion.
+    pub fn exec(&self, args: &[&str], stdin: &[u8]) -> Exec {
+        let output = self.spawn(args, stdin).wait_with_output().expect("wait for plugin");
+        Exec {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Sends one request on stdin, as the kubelet does.
+    pub fn request(&self, request: &str) -> Exec {
+        self.exec(&[], request.as_bytes())
+    }
+}
+
+/// A request as the kubelet writes it. `unknown_fields` adds fields a later
+/// kubelet might send, which a plugin must ignore.
+pub fn request_json(
+    version: ApiVersion,
+    image: &str,
+    service_account: Option<&TestServiceAccount>,
+    unknown_fields: bool,
+) -> String {
+    let mut request = serde_json::json!({
+        "kind": "CredentialProviderRequest",
+        "apiVersion": version.as_str(),
+        "image": image,
+    });
+    if let Some(sa) = service_account {
+        if let Some(token) = &sa.token {
+            request["serviceAccountToken"] = token.clone().into();
+        }
+        request["serviceAccountAnnotations"] = serde_json::to_value(&sa.annotations).expect("annotations");
+    }
+    if unknown_fields {
+        request["someFutureField"] = serde_json::json!({ "nested": [1, 2, 3] });
+        request["anotherOne"] = "x".into();
+    }
+    request.to_string()
+}
+
+/// The response as the kubelet's strict decoder reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletResponse {
+    pub kind: String,
+    pub api_version: String,
+    pub cache_key_type: String,
+    pub cache_duration: Option<String>,
+    #[serde(default)]
+    pub auth: BTreeMap<String, KubeletAuth>,
+}
+
+/// One auth entry as the kubelet's strict decoder reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeletAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl KubeletResponse {
+    /// The cache duration in seconds.
+    pub fn cache_seconds(&self) -> f64 {
+        self.cache_duration.as_deref().and_then(parse_go_duration).unwrap_or(0.0)
+    }
+}
+
+/// Asserts the kubelet would accept this exec's answer for `image`, and that
+/// no secret reached stderr. Returns the decoded response.
+pub fn expect_accepted(exec: &Exec, version: ApiVersion, image: &str, secrets: &[String]) -> KubeletResponse {
+    assert_eq!(exec.code, Some(0), "exit code; stderr: {}", exec.stderr);
+    expect_no_secrets(&exec.stderr, secrets);
+    let mut documents = serde_json::Deserializer::from_str(&exec.stdout).into_iter::<serde_json::Value>();
+    let first = documents.next();
+    assert!(documents.next().is_none(), "stdout holds more than one JSON document: {:?}", exec.stdout);
+    assert!(first.is_some(), "stdout is empty");
+    let response: KubeletResponse = serde_json::from_str(exec.stdout.trim())
+        .unwrap_or_else(|e| panic!("the kubelet's strict decoder would reject {:?}: {e}", exec.stdout));
+    assert_eq!(response.kind, "CredentialProviderResponse");
+    assert_eq!(response.api_version, version.as_str(), "apiVersion must echo the request's");
+    assert!(
+        ["Image", "Registry", "Global"].contains(&response.cache_key_type.as_str()),
+        "cacheKeyType {}",
+        response.cache_key_type
+    );
+    if let Some(duration) = &response.cache_duration {
+        let seconds = parse_go_duration(duration).unwrap_or_else(|| panic!("cacheDuration {duration:?} is not a Go duration"));
+        assert!(seconds >= 0.0, "negative cacheDuration {duration}");
+    }
+    assert!(!response.auth.is_empty(), "an empty auth would be cached by the kubelet as 'no credentials'");
+    for (key, auth) in &response.auth {
+        assert!(!key.contains(['*', '?', '[']), "auth key {key} is a wildcard that would hand the secret to other registries");
+        assert!(
+            RegistryPattern::parse_auth_key(key).matches(image),
+            "auth key {key} does not match {image} by the kubelet's rules"
+        );
+        assert!(!auth.username.is_empty() && !auth.password.is_empty(), "empty credential under {key}");
+    }
+    response
+}
+
+/// Asserts the exec failed the way bad input must: a non-zero exit, nothing on
+/// stdout, exactly one line on stderr naming the binary, and no secret.
+pub fn expect_rejected(exec: &Exec, secrets: &[String]) {
+    assert_ne!(exec.code, Some(0), "must fail; stdout: {}", exec.stdout);
+    assert!(exec.code.is_some(), "killed by a signal (a panic?); stderr: {}", exec.stderr);
+    assert_eq!(exec.stdout, "", "nothing may reach stdout on failure");
+    let lines: Vec<&str> = exec.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {:?}", exec.stderr);
+    assert!(lines[0].contains(": error: "), "stderr: {}", lines[0]);
+    expect_no_secrets(&exec.stderr, secrets);
+}
+
+/// Asserts none of `secrets` appears in `text`.
+pub fn expect_no_secrets(text: &str, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+        assert!(!text.contains(secret.as_str()), "a secret reached stderr: {text}");
+    }
+}
+
+/// Runs every request shape the kubelet may send for `image` (each apiVersion,
+/// with and without unknown fields, and on v1 with the service account when
+/// given) and asserts each answer is accepted. `secrets` is asked after the
+/// runs, so it sees what the fake clouds issued meanwhile.
+pub fn run_conformance(
+    plugin: &PluginUnderTest,
+    image: &str,
+    service_account: Option<&TestServiceAccount>,
+    secrets: impl Fn() -> Vec<String>,
+) -> Vec<KubeletResponse> {
+    let mut responses = Vec::new();
+    for version in ApiVersion::ALL {
+        for unknown_fields in [false, true] {
+            // Older versions have no service-account fields: sent anyway, they
+            // are unknown fields that must be ignored.
+            for sa in [None, service_account] {
+                if sa.is_none() && service_account.is_some() && version == ApiVersion::V1 {
+                    continue;
+                }
+                let request = request_json(version, image, sa, unknown_fields);
+                let exec = plugin.request(&request);
+                responses.push(expect_accepted(&exec, version, image, &secrets()));
+            }
+        }
+    }
+    responses
+}
+
+/// Parses a Go duration (`1h2m3.5s`, `300ms`, `0s`) into seconds.
+pub fn parse_go_duration(text: &str) -> Option<f64> {
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Some(0.0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if number_end == 0 {
+            return None;
+        }
+        let value: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" | "μs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(if negative { -total } else { total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("0s"), Some(0.0));
+        assert_eq!(parse_go_duration("0"), Some(0.0));
+        assert_eq!(parse_go_duration("5h59m30s"), Some(21570.0));
+        assert_eq!(parse_go_duration("1.5s"), Some(1.5));
+        assert_eq!(parse_go_duration("-1m"), Some(-60.0));
+        for bad in ["", "5", "1x", "h", "1h 2m"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn strict_decoding_rejects_what_the_kubelet_rejects() {
+        let good = r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"1m0s","auth":{"a.example":{"username":"u","password":"p"}}}"#;
+        assert!(serde_json::from_str::<KubeletResponse>(good).is_ok());
+        for bad in [
+            good.replace("\"cacheKeyType\"", "\"CacheKeyType\""),
+            good.replace("\"kind\"", "\"extra\":1,\"kind\""),
+            good.replace("\"kind\":\"CredentialProviderResponse\",", "\"kind\":\"CredentialProviderResponse\",\"kind\":\"x\","),
+            good.replace("\"password\":\"p\"", "\"password\":\"p\",\"email\":\"e\""),
+        ] {
+            assert!(serde_json::from_str::<KubeletResponse>(&bad).is_err(), "{bad}");
+        }
+    }
+}

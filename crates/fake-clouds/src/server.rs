@@ -1,0 +1,69 @@
+//! A loopback HTTP server on its own thread, for tests that are not async.
+
+use std::net::SocketAddr;
+use std::thread;
+
+use axum::Router;
+use tokio::sync::oneshot;
+
+/// A running server; it stops when dropped.
+#[derive(Debug)]
+pub struct FakeServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl FakeServer {
+    /// Serves `router` on 127.0.0.1 at a free port.
+    pub fn start(router: Router) -> FakeServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let server = axum::serve(listener, router).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                let _ = server.await;
+            });
+            // Connections still open are dropped with the runtime.
+            runtime.shutdown_background();
+        });
+        FakeServer {
+            addr,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A value no test can guess, for secrets the fakes hand out: tests then
+/// search stderr for exactly these strings.
+pub fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{random:016x}")
+}

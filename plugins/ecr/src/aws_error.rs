@@ -1,0 +1,143 @@
+//! Reading the AWS SDK's errors: one line for a person, and a verdict for `check`.
+
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use credential_provider::Outcome;
+
+/// Error codes that mean "the identity may not do this".
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+    "ExpiredToken",
+];
+
+/// Error codes that mean "allowed, but there is nothing there": the
+/// permission was granted, which is all `check` asks.
+const NOT_FOUND_CODES: &[&str] = &[
+    "RepositoryNotFoundException",
+    "RepositoryPolicyNotFoundException",
+    "LayersNotFoundException",
+    "LayerInaccessibleException",
+    "ImageNotFoundException",
+    "RegistryPolicyNotFoundException",
+];
+
+/// What one failed call says, reduced to what `check` and the error line need.
+#[derive(Debug)]
+pub struct AwsFailure {
+    pub code: Option<String>,
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl AwsFailure {
+    /// Reads an SDK error. When the body is not the JSON the SDK expects (moto
+    /// answers some denials with XML), the code and message are taken from it.
+    pub fn from_sdk<E>(error: &SdkError<E, HttpResponse>) -> AwsFailure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let body = error
+            .raw_response()
+            .and_then(|r| r.body().bytes())
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        let (code, message) = match error {
+            SdkError::ServiceError(service) => {
+                let inner = service.err();
+                (
+                    inner.code().map(str::to_string).or_else(|| body.as_deref().and_then(|b| xml_field(b, "Code"))),
+                    inner
+                        .message()
+                        .map(str::to_string)
+                        .or_else(|| body.as_deref().and_then(|b| xml_field(b, "Message"))),
+                )
+            }
+            _ => (None, None),
+        };
+        let message = match (&code, message) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.clone(),
+            (None, Some(message)) => message,
+            (None, None) => match status {
+                Some(status) => format!("HTTP {status}: {}", DisplayErrorContext(error)),
+                None => DisplayErrorContext(error).to_string(),
+            },
+        };
+        AwsFailure {
+            code,
+            status,
+            message: one_line(&message),
+        }
+    }
+
+    /// The verdict of `check` for a call that failed this way.
+    pub fn outcome(&self) -> (Outcome, String) {
+        let code = self.code.as_deref().unwrap_or("");
+        if NOT_FOUND_CODES.contains(&code) {
+            (Outcome::Allowed, format!("permission granted ({code}: nothing to read there)"))
+        } else if DENIED_CODES.contains(&code) || self.status == Some(403) {
+            (Outcome::Denied, self.message.clone())
+        } else {
+            (Outcome::Unknown, self.message.clone())
+        }
+    }
+
+    /// A hint for the error line, where the cause is a common one.
+    pub fn hint(&self) -> &'static str {
+        match self.outcome().0 {
+            Outcome::Denied => " (the identity lacks this permission; run `check --image IMAGE` to see which)",
+            _ if self.message.contains("no credentials") || self.message.contains("credentials provider") => {
+                " (no AWS credentials found: give the node an instance profile, or set AWS_* variables or a profile)"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// The text of `<name>…</name>` in an XML error body.
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_string())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: Option<&str>, status: Option<u16>) -> AwsFailure {
+        AwsFailure {
+            code: code.map(str::to_string),
+            status,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(failure(Some("AccessDeniedException"), Some(400)).outcome().0, Outcome::Denied);
+        assert_eq!(failure(None, Some(403)).outcome().0, Outcome::Denied);
+        assert_eq!(failure(Some("RepositoryPolicyNotFoundException"), Some(400)).outcome().0, Outcome::Allowed);
+        assert_eq!(failure(Some("ThrottlingException"), Some(400)).outcome().0, Outcome::Unknown);
+        assert_eq!(failure(None, Some(500)).outcome().0, Outcome::Unknown);
+    }
+
+    #[test]
+    fn reads_xml_error_bodies() {
+        let body = "<ErrorResponse><Error><Code>AccessDenied</Code><Message>User: x is not\n authorized</Message></Error></ErrorResponse>";
+        assert_eq!(xml_field(body, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(one_line(&xml_field(body, "Message").unwrap_or_default()), "User: x is not authorized");
+    }
+}

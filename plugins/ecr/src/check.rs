@@ -1,0 +1,149 @@
+//! `check`: call, read-only, every action a pull needs, as this node.
+//!
+//! Each call targets the image's repository with arguments that read nothing
+//! of value (an all-zero layer digest, one image id), so that AWS evaluates the
+//! IAM and repository policies and answers allowed, denied or not found.
+
+use aws_config::SdkConfig;
+use aws_sdk_ecr::types::ImageIdentifier;
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
+
+use crate::Ecr;
+use crate::aws_error::AwsFailure;
+use crate::hosts::EcrRegistry;
+
+/// A digest no layer has: the calls that take one then answer "not found"
+/// when allowed, and "access denied" when not.
+const ABSENT_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Turns one call's result into a report row.
+fn step<T, E>(action: &str, result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>) -> CheckStep
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(_) => CheckStep::new(action, Outcome::Allowed, ""),
+        Err(error) => {
+            let (outcome, detail) = AwsFailure::from_sdk(&error).outcome();
+            CheckStep::new(action, outcome, detail)
+        }
+    }
+}
+
+pub(crate) async fn run(ecr: &Ecr, sdk: &SdkConfig, image: &ImageRef, registry: &EcrRegistry) -> CheckReport {
+    let identity = match ecr.sts_client(sdk, true).get_caller_identity().send().await {
+        Ok(output) => output.arn().unwrap_or("unknown").to_string(),
+        Err(error) => format!("unknown ({})", AwsFailure::from_sdk(&error).message),
+    };
+    let steps = match registry {
+        EcrRegistry::Private {
+            account,
+            fips,
+            dual_stack,
+            ..
+        } => private_steps(&ecr.ecr_client(sdk, *fips, *dual_stack, None), account, image).await,
+        EcrRegistry::Public { dual_stack } => public_steps(&ecr.ecr_public_client(sdk, *dual_stack, None)).await,
+    };
+    CheckReport {
+        image: image.to_string(),
+        identity,
+        steps,
+    }
+}
+
+async fn private_steps(client: &aws_sdk_ecr::Client, account: &str, image: &ImageRef) -> Vec<CheckStep> {
+    let repository = image.path.as_str();
+    let image_id = match (&image.digest, &image.tag) {
+        (Some(digest), _) => ImageIdentifier::builder().image_digest(digest).build(),
+        (None, tag) => ImageIdentifier::builder().image_tag(tag.as_deref().unwrap_or("latest")).build(),
+    };
+    vec![
+        step("ecr:GetAuthorizationToken", client.get_authorization_token().send().await),
+        step(
+            "ecr:BatchCheckLayerAvailability",
+            client
+                .batch_check_layer_availability()
+                .registry_id(account)
+                .repository_name(repository)
+                .layer_digests(ABSENT_DIGEST)
+                .send()
+                .await,
+        ),
+        step(
+            "ecr:GetDownloadUrlForLayer",
+            client
+                .get_download_url_for_layer()
+                .registry_id(account)
+                .repository_name(repository)
+                .layer_digest(ABSENT_DIGEST)
+                .send()
+                .await,
+        ),
+        step(
+            "ecr:GetRepositoryPolicy",
+            client
+                .get_repository_policy()
+                .registry_id(account)
+                .repository_name(repository)
+                .send()
+                .await,
+        ),
+        step(
+            "ecr:DescribeRepositories",
+            client
+                .describe_repositories()
+                .registry_id(account)
+                .repository_names(repository)
+                .send()
+                .await,
+        ),
+        step(
+            "ecr:ListImages",
+            client
+                .list_images()
+                .registry_id(account)
+                .repository_name(repository)
+                .max_results(1)
+                .send()
+                .await,
+        ),
+        step(
+            "ecr:BatchGetImage",
+            client
+                .batch_get_image()
+                .registry_id(account)
+                .repository_name(repository)
+                .image_ids(image_id)
+                .send()
+                .await,
+        ),
+    ]
+}
+
+/// ECR Public needs two permissions for one call: its own
+/// GetAuthorizationToken, and sts:GetServiceBearerToken, which AWS evaluates
+/// inside it. A denial names the one that failed.
+async fn public_steps(client: &aws_sdk_ecrpublic::Client) -> Vec<CheckStep> {
+    const TOKEN: &str = "ecr-public:GetAuthorizationToken";
+    const BEARER: &str = "sts:GetServiceBearerToken";
+    match client.get_authorization_token().send().await {
+        Ok(_) => vec![
+            CheckStep::new(TOKEN, Outcome::Allowed, ""),
+            CheckStep::new(BEARER, Outcome::Allowed, "granted (evaluated inside ecr-public:GetAuthorizationToken)"),
+        ],
+        Err(error) => {
+            let (outcome, detail) = AwsFailure::from_sdk(&error).outcome();
+            if outcome == Outcome::Denied && detail.contains(BEARER) {
+                vec![
+                    CheckStep::new(TOKEN, Outcome::Allowed, "granted; the call failed on sts:GetServiceBearerToken"),
+                    CheckStep::new(BEARER, Outcome::Denied, detail),
+                ]
+            } else {
+                vec![
+                    CheckStep::new(TOKEN, outcome, detail),
+                    CheckStep::new(BEARER, Outcome::Unknown, "not reached: ecr-public:GetAuthorizationToken did not pass"),
+                ]
+            }
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The real `ecr-credential-provider` binary against the in-process fake AWS.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use credential_provider::protocol::ApiVersion;
+use fake_clouds::conformance::{
+    expect_accepted, expect_no_secrets, expect_rejected, request_json, run_conformance, PluginUnderTest,
+    TestServiceAccount,
+};
+use fake_clouds::{Fault, FakeAws};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ecr-credential-provider");
+const PRIVATE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app";
+const PUBLIC: &str = "public.ecr.aws/team/app";
+const ROLE: &str = "arn:aws:iam::123456789012:role/tenant-a-puller";
+
+fn plugin(aws: &FakeAws) -> PluginUnderTest {
+    PluginUnderTest::new(BINARY).with_env(aws.env_with_static_keys())
+}
+
+fn request(image: &str) -> String {
+    request_json(ApiVersion::V1, image, None, false)
+}
+
+#[test]
+fn every_api_version_is_answered_as_the_kubelet_expects() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws).with_env([("CREDENTIAL_PROVIDER_NO_CACHE_HINT", "x")]);
+    for image in [PRIVATE, PUBLIC] {
+        let responses = run_conformance(&plugin, image, None, || aws.secrets());
+        let host = image.split('/').next().unwrap_or_default();
+        for response in &responses {
+            assert_eq!(response.cache_key_type, "Registry");
+            assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec![host]);
+            let auth = &response.auth[host];
+            assert_eq!(auth.username, "AWS");
+            // ECR tokens live 12 hours; the kubelet may keep this one until our
+            // refresh point, half of that.
+            let seconds = response.cache_seconds();
+            assert!((6.0 * 3600.0 - 60.0..=6.0 * 3600.0).contains(&seconds), "{seconds}");
+        }
+    }
+    // One token per registry: every later exec was a cache hit.
+    assert_eq!(aws.calls("ecr:GetAuthorizationToken"), 1);
+    assert_eq!(aws.calls("ecr-public:GetAuthorizationToken"), 1);
+    let passwords = aws.issued_passwords();
+    let exec = plugin.request(&request(PRIVATE));
+    let response = expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert!(passwords.contains(&response.auth["123456789012.dkr.ecr.us-east-1.amazonaws.com"].password));
+}
+
+#[test]
+fn service_account_fields_are_ignored_before_v1_and_used_in_v1() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let token = format!("sa-token-{}", fake_clouds::server::nonce());
+    aws.add_secret(&token);
+    let sa = TestServiceAccount {
+        token: Some(token.clone()),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
+    };
+    run_conformance(&plugin, PRIVATE, Some(&sa), || aws.secrets());
+    // Only the v1 requests carried the token: they assumed the role, once, and
+    // every other v1 request was answered from the cache keyed by the token.
+    assert_eq!(aws.assumed_roles(), vec![(ROLE.to_string(), token)]);
+    assert_eq!(aws.token_calls(), 2, "one token for the node, one for the role");
+}
+
+#[test]
+fn a_cache_hit_makes_no_call_and_no_cache_makes_one_every_time() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    for _ in 0..3 {
+        expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    }
+    assert_eq!(aws.token_calls(), 1);
+    for _ in 0..2 {
+        let exec = plugin.exec(&["--no-cache"], request(PRIVATE).as_bytes());
+        expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    }
+    assert_eq!(aws.token_calls(), 3);
+}
+
+#[test]
+fn cache_files_are_private() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    let dir = plugin.cache_dir();
+    assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("list") {
+        let path = entry.expect("entry").path();
+        assert_eq!(std::fs::metadata(&path).expect("file").permissions().mode() & 0o777, 0o600, "{path:?}");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        assert!(name.starts_with("ecr-"), "{name}");
+        for secret in aws.secrets() {
+            assert!(!name.contains(&secret));
+        }
+        files += 1;
+    }
+    assert_eq!(files, 2, "one entry and its lock file");
+}
+
+#[test]
+fn a_world_writable_cache_directory_is_refused() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let dir = plugin.cache_dir();
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let exec = plugin.request(&request(PRIVATE));
+    expect_rejected(&exec, &aws.secrets());
+    assert!(exec.stderr.contains("writable by others"), "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 0);
+}
+
+#[test]
+fn a_stale_entry_is_renewed_at_half_its_life() {
+    let aws = FakeAws::start();
+    aws.set_token_lifetime(Duration::from_secs(4));
+    let plugin = plugin(&aws);
+    let first = expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert!(first.cache_seconds() <= 2.0, "cacheDuration stops at the refresh point: {:?}", first.cache_duration);
+    std::thread::sleep(Duration::from_millis(2500));
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.token_calls(), 2, "past its refresh point the entry is renewed");
+}
+
+#[test]
+fn a_stale_entry_is_served_when_the_cloud_fails() {
+    let aws = FakeAws::start();
+    aws.set_token_lifetime(Duration::from_secs(8));
+    let plugin = plugin(&aws);
+    let first = expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    std::thread::sleep(Duration::from_millis(4500));
+    aws.set_fault(Some(Fault::Status(500)));
+    let exec = plugin.request(&request(PRIVATE));
+    let second = expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    assert_eq!(second.auth[host].password, first.auth[host].password, "the cached credential is served");
+    assert!(second.cache_seconds() <= 4.0, "a short cacheDuration: {:?}", second.cache_duration);
+    assert!(exec.stderr.contains("serving the cached one"), "a warning: {}", exec.stderr);
+    assert!(aws.token_calls() >= 2);
+
+    // Once it has expired, a failing cloud is a failed exec: never an empty answer.
+    std::thread::sleep(Duration::from_millis(4000));
+    let exec = plugin.request(&request(PRIVATE));
+    expect_rejected(&exec, &aws.secrets());
+    assert_eq!(exec.code, Some(2), "cloud errors exit 2");
+}
+
+#[test]
+fn cloud_faults_end_in_a_one_line_error_and_an_empty_stdout() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    for fault in [Fault::Status(500), Fault::Status(403), Fault::Garbage] {
+        aws.set_fault(Some(fault.clone()));
+        let exec = plugin.request(&request(PRIVATE));
+        expect_rejected(&exec, &aws.secrets());
+        assert_eq!(exec.code, Some(2), "{fault:?}: {}", exec.stderr);
+        assert!(exec.stderr.contains("ecr:GetAuthorizationToken"), "{}", exec.stderr);
+    }
+    // Throttling is retried, with backoff, within the budget.
+    aws.set_fault(Some(Fault::Status(429)));
+    let before = aws.token_calls();
+    let started = Instant::now();
+    let exec = plugin.request(&request(PRIVATE));
+    expect_rejected(&exec, &aws.secrets());
+    assert_eq!(aws.token_calls() - before, 3, "three attempts");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    // Nothing was cached by all that.
+    aws.set_fault(None);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+}
+
+#[test]
+fn an_already_expired_token_is_answered_but_not_cached() {
+    let aws = FakeAws::start();
+    aws.set_fault(Some(Fault::Expired));
+    let plugin = plugin(&aws);
+    let exec = plugin.request(&request(PRIVATE));
+    let response = expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(response.cache_duration.as_deref(), Some("0s"));
+    assert!(exec.stderr.contains("expired already"), "{}", exec.stderr);
+    plugin.request(&request(PRIVATE));
+    assert_eq!(aws.token_calls(), 2);
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_replaced() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    let entries: Vec<_> = std::fs::read_dir(plugin.cache_dir())
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(entries.len(), 1);
+    for garbage in ["", "{\"format\":1", "\u{0}\u{1}binary", "{\"format\":99}"] {
+        std::fs::write(&entries[0], garbage).expect("corrupt");
+        expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+        let body = std::fs::read_to_string(&entries[0]).expect("rewritten");
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("a valid entry again");
+        assert_eq!(parsed["format"], 1);
+    }
+    assert_eq!(aws.token_calls(), 5);
+}
+
+#[test]
+fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
+    let aws = FakeAws::start();
+    // A slow answer keeps every process waiting on the same renewal.
+    aws.set_fault(Some(Fault::Slow(Duration::from_millis(500))));
+    let plugin = plugin(&aws);
+    let body = request(PRIVATE);
+    let children: Vec<_> = (0..32).map(|_| plugin.spawn(&[], body.as_bytes())).collect();
+    let mut passwords = std::collections::BTreeSet::new();
+    for child in children {
+        let output = child.wait_with_output().expect("wait");
+        let exec = fake_clouds::Exec {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        let response = expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+        passwords.extend(response.auth.into_values().map(|a| a.password));
+    }
+    assert_eq!(aws.token_calls(), 1, "single flight across processes");
+    assert_eq!(passwords.len(), 1, "every process answered with the one credential");
+}
+
+#[test]
+fn a_plugin_killed_mid_renewal_leaves_a_usable_cache() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    // Killed while holding the lock and waiting on the cloud: the next exec is
+    // not blocked by the dead process's lock, and the old entry is intact.
+    aws.set_fault(Some(Fault::Slow(Duration::from_secs(20))));
+    let mut victim = plugin.spawn(&["--no-cache"], request(PRIVATE).as_bytes());
+    let mut renewing = plugin.spawn(&[], request("123456789012.dkr.ecr.us-west-2.amazonaws.com/x").as_bytes());
+    std::thread::sleep(Duration::from_millis(700));
+    victim.kill().expect("kill");
+    renewing.kill().expect("kill");
+    let _ = victim.wait();
+    let _ = renewing.wait();
+    aws.set_fault(None);
+    let started = Instant::now();
+    expect_accepted(
+        &plugin.request(&request("123456789012.dkr.ecr.us-west-2.amazonaws.com/x")),
+        ApiVersion::V1,
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/x",
+        &aws.secrets(),
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "the dead process's lock was released");
+    let calls = aws.token_calls();
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.token_calls(), calls, "the first entry is still a cache hit");
+}
+
+#[test]
+fn kep_4412_assumes_the_annotated_role_with_the_token() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let sa = |token: &str| TestServiceAccount {
+        token: Some(token.to_string()),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
+    };
+    let (a, b) = (format!("token-a-{}", fake_clouds::server::nonce()), format!("token-b-{}", fake_clouds::server::nonce()));
+    aws.add_secret(&a);
+    aws.add_secret(&b);
+    let exec = plugin.exec(&["-vvv"], request_json(ApiVersion::V1, PRIVATE, Some(&sa(&a)), false).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.assumed_roles(), vec![(ROLE.to_string(), a.clone())]);
+    let signer = aws.signers().last().cloned().unwrap_or_default();
+    assert!(signer.starts_with("ASIAFAKEROLE"), "ECR was called with the role's credentials, not the node's: {signer}");
+
+    // The same token is a cache hit; another token is another identity.
+    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&a)), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 1);
+    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&b)), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 2);
+
+    // The node's own entry is separate from the tenants'.
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.signers().last().map(String::as_str), Some("AKIAFAKESTATICKEY001"));
+}
+
+#[test]
+fn kep_4412_without_a_role_uses_the_node_identity_and_says_so() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let sa = TestServiceAccount {
+        token: Some("token-without-role-0001".into()),
+        annotations: BTreeMap::new(),
+    };
+    let exec = plugin.exec(&["-v"], request_json(ApiVersion::V1, PRIVATE, Some(&sa), false).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert!(exec.stderr.contains("using the node's credentials"), "{}", exec.stderr);
+    assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 0);
+
+    // AWS_ECR_ROLE_ARN names a role for every service account.
+    let mut plugin = plugin;
+    plugin.set_env("AWS_ECR_ROLE_ARN", ROLE);
+    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 1);
+}
+
+#[test]
+fn a_failed_role_assumption_never_falls_back_to_the_node() {
+    let aws = FakeAws::start();
+    aws.deny("sts:AssumeRoleWithWebIdentity");
+    let plugin = plugin(&aws);
+    let sa = TestServiceAccount {
+        token: Some("token-denied-000001".into()),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
+    };
+    aws.add_secret("token-denied-000001");
+    let exec = plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false));
+    expect_rejected(&exec, &aws.secrets());
+    assert!(exec.stderr.contains("sts:AssumeRoleWithWebIdentity"), "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 0);
+}
+
+#[test]
+fn the_instance_metadata_service_is_the_node_identity_when_nothing_else_is() {
+    let aws = FakeAws::start();
+    let plugin = PluginUnderTest::new(BINARY).with_env(aws.endpoint_env());
+    let exec = plugin.exec(&["-vvv"], request(PRIVATE).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert!(aws.calls("imds:token") >= 1);
+    assert_eq!(aws.signers(), vec![fake_clouds::aws::IMDS_ACCESS_KEY_ID.to_string()]);
+}
+
+#[test]
+fn no_secret_reaches_stderr_at_the_highest_verbosity() {
+    let aws = FakeAws::start();
+    aws.set_token_lifetime(Duration::from_secs(4));
+    let plugin = plugin(&aws);
+    let token = format!("sa-token-{}", fake_clouds::server::nonce());
+    aws.add_secret(&token);
+    let sa = TestServiceAccount {
+        token: Some(token),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
+    };
+    let mut stderr = String::new();
+    for body in [request(PRIVATE), request(PUBLIC), request_json(ApiVersion::V1, PRIVATE, Some(&sa), false)] {
+        for _ in 0..2 {
+            let exec = plugin.exec(&["-vvv"], body.as_bytes());
+            assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+            stderr.push_str(&exec.stderr);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    let exec = plugin.exec(&["-vvv", "refresh"], b"");
+    stderr.push_str(&exec.stderr);
+    for fault in [Fault::Status(500), Fault::Garbage] {
+        aws.set_fault(Some(fault));
+        stderr.push_str(&plugin.exec(&["-vvv", "--no-cache"], request(PRIVATE).as_bytes()).stderr);
+    }
+    assert!(stderr.contains("DEBUG") || stderr.contains("TRACE"), "the run was verbose");
+    expect_no_secrets(&stderr, &aws.secrets());
+}
+
+#[test]
+fn bad_requests_are_refused_with_one_line_and_nothing_on_stdout() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let v1 = |image: &str| request_json(ApiVersion::V1, image, None, false);
+    let big = format!(
+        r#"{{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"{PRIVATE}","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty stdin".into(), Vec::new()),
+        ("10 MiB".into(), vec![b'{'; 10 * 1024 * 1024]),
+        ("oversized but valid".into(), big.into_bytes()),
+        ("invalid UTF-8".into(), vec![0xff, 0xfe, b'{']),
+        ("not JSON".into(), b"image=nginx".to_vec()),
+        ("wrong kind".into(), v1(PRIVATE).replace("CredentialProviderRequest", "Pod").into_bytes()),
+        ("unknown apiVersion".into(), v1(PRIVATE).replace("/v1\"", "/v2\"").into_bytes()),
+        ("missing image".into(), br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#.to_vec()),
+        ("control character".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a\u{1b}b").into_bytes()),
+        ("space".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a b").into_bytes()),
+        ("lookalike suffix".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x").into_bytes()),
+        ("registry in path".into(), v1("evil.io/123456789012.dkr.ecr.us-east-1.amazonaws.com/x").into_bytes()),
+        ("userinfo".into(), v1("x.azurecr.io@evil").into_bytes()),
+        ("dot-dot".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/../x").into_bytes()),
+        ("port".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com:444/x").into_bytes()),
+        ("docker hub".into(), v1("nginx").into_bytes()),
+        ("bad role".into(), request_json(ApiVersion::V1, PRIVATE, Some(&TestServiceAccount {
+            token: Some("t0ken-for-bad-role".into()),
+            annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), "not-an-arn".to_string())]),
+        }), false).into_bytes()),
+    ];
+    for (name, body) in cases {
+        let exec = plugin.exec(&[], &body);
+        expect_rejected(&exec, &aws.secrets());
+        assert_eq!(exec.code, Some(1), "{name}: request errors exit 1: {}", exec.stderr);
+    }
+    assert_eq!(aws.token_calls(), 0, "no bad request reached the cloud");
+    assert!(!plugin.cache_dir().exists() || std::fs::read_dir(plugin.cache_dir()).expect("list").count() == 0);
+}
+
+#[test]
+fn image_flag_accepts_what_a_person_types() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for image in [format!("{PRIVATE}:1.0"), format!("{PRIVATE}@{digest}"), format!("{PUBLIC}:latest")] {
+        let exec = plugin.exec(&["--image", &image], b"");
+        let normalized = image.split(['@']).next().unwrap_or_default().rsplit_once(':').map_or(image.as_str(), |(n, _)| n);
+        expect_accepted(&exec, ApiVersion::V1, normalized, &aws.secrets());
+    }
+    let token_file = plugin.home().join("token");
+    std::fs::write(&token_file, "file-token-0000001\n").expect("token");
+    aws.add_secret("file-token-0000001");
+    let exec = plugin.exec(
+        &[
+            "--image",
+            PRIVATE,
+            "--service-account-token-file",
+            token_file.to_str().unwrap_or_default(),
+            "--service-account-annotation",
+            &format!("eks.amazonaws.com/ecr-role-arn={ROLE}"),
+        ],
+        b"",
+    );
+    expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
+    assert_eq!(aws.assumed_roles(), vec![(ROLE.to_string(), "file-token-0000001".to_string())]);
+    let exec = plugin.exec(&["--image", "quay.io/x"], b"");
+    expect_rejected(&exec, &aws.secrets());
+}
+
+#[test]
+fn refresh_renews_stale_entries_so_execs_stay_offline() {
+    let aws = FakeAws::start();
+    aws.set_token_lifetime(Duration::from_secs(6));
+    let plugin = plugin(&aws);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    expect_accepted(&plugin.request(&request(PUBLIC)), ApiVersion::V1, PUBLIC, &aws.secrets());
+    // Fresh entries are left alone.
+    let exec = plugin.exec(&["refresh"], b"");
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 2);
+    std::thread::sleep(Duration::from_millis(3200));
+    let exec = plugin.exec(&["refresh"], b"");
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "");
+    assert_eq!(exec.stderr.matches("renewed").count(), 2, "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 4);
+    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    expect_accepted(&plugin.request(&request(PUBLIC)), ApiVersion::V1, PUBLIC, &aws.secrets());
+    assert_eq!(aws.token_calls(), 4, "after a refresh pass an exec makes no call");
+    // A failing cloud makes refresh fail, and say which entry.
+    std::thread::sleep(Duration::from_millis(3200));
+    aws.set_fault(Some(Fault::Status(500)));
+    let exec = plugin.exec(&["refresh"], b"");
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    assert!(exec.stderr.contains("failed to renew 123456789012.dkr.ecr.us-east-1.amazonaws.com"), "{}", exec.stderr);
+}
+
+#[test]
+fn check_reports_every_pull_permission() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    let exec = plugin.exec(&["check", "--image", &format!("{PRIVATE}:1.0")], b"");
+    assert_eq!(exec.code, Some(0), "{}\n{}", exec.stdout, exec.stderr);
+    for action in [
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:GetRepositoryPolicy",
+        "ecr:DescribeRepositories",
+        "ecr:ListImages",
+        "ecr:BatchGetImage",
+    ] {
+        let row = exec.stdout.lines().find(|l| l.starts_with(action)).unwrap_or_else(|| panic!("{action} in {}", exec.stdout));
+        assert!(row.contains("allowed"), "{row}");
+    }
+    assert!(exec.stdout.contains("arn:aws:iam::123456789012:user/fake"), "{}", exec.stdout);
+
+    aws.deny("ecr:ListImages");
+    aws.deny("ecr:BatchGetImage");
+    let exec = plugin.exec(&["check", "--image", PRIVATE, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json report");
+    assert_eq!(report["allowed"], false);
+    let results: BTreeMap<String, String> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap_or_default().to_string(), c["result"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(results["ecr:ListImages"], "denied");
+    assert_eq!(results["ecr:BatchGetImage"], "denied");
+    assert_eq!(results["ecr:GetRepositoryPolicy"], "allowed");
+    assert_eq!(results.len(), 7);
+    assert_eq!(exec.stderr.lines().count(), 1, "{}", exec.stderr);
+
+    let exec = plugin.exec(&["check", "--image", PUBLIC, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    aws.deny("ecr-public:GetAuthorizationToken");
+    let exec = plugin.exec(&["check", "--image", PUBLIC], b"");
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stdout.contains("ecr-public:GetAuthorizationToken  denied"), "{}", exec.stdout);
+}
+
+#[test]
+fn version_and_help_need_no_request() {
+    let plugin = PluginUnderTest::new(BINARY);
+    let exec = plugin.exec(&["--version"], b"");
+    assert_eq!(exec.code, Some(0));
+    assert!(exec.stdout.starts_with("ecr-credential-provider "), "{}", exec.stdout);
+    let exec = plugin.exec(&["--help"], b"");
+    assert_eq!(exec.code, Some(0));
+    assert!(exec.stdout.contains("check"));
+    let exec = plugin.exec(&["--no-such-flag"], b"");
+    assert_eq!(exec.code, Some(1));
+    assert_eq!(exec.stdout, "");
+}
