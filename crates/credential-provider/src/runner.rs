@@ -537,7 +537,7 @@ fn write_stdout(text: &str) -> Result<(), Error> {
 }
 
 /// Logs to stderr through the secret scrubber. Our crates log at the level
-/// asked for; the SDKs and HTTP stacks stay at warnings until `-vvv`.
+/// asked for; the SDKs and HTTP stacks stay quieter until `-vvv`.
 fn init_logging(verbose: u8, binary: &str) {
     let ours = match verbose {
         0 => LevelFilter::WARN,
@@ -545,7 +545,13 @@ fn init_logging(verbose: u8, binary: &str) {
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let theirs = if verbose >= 3 { LevelFilter::DEBUG } else { LevelFilter::WARN };
+    // The SDKs' own warnings repeat what our one error line says, with debug
+    // dumps attached: they appear from -v on.
+    let theirs = match verbose {
+        0 => LevelFilter::ERROR,
+        1 | 2 => LevelFilter::WARN,
+        _ => LevelFilter::DEBUG,
+    };
     let filter = Targets::new()
         .with_default(theirs)
         .with_target("credential_provider", ours)

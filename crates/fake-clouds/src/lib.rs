@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod conformance;
+pub mod moto;
 pub mod server;
 
 pub use aws::{Fault, FakeAws};

@@ -1,7 +1,7 @@
 //! Reading the AWS SDK's errors: one line for a person, and a verdict for `check`.
 
 use aws_sdk_ecr::config::http::HttpResponse;
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use credential_provider::Outcome;
 
 /// Error codes that mean "the identity may not do this".
@@ -65,9 +65,12 @@ impl AwsFailure {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.clone(),
             (None, Some(message)) => message,
-            (None, None) => match status {
-                Some(status) => format!("HTTP {status}: {}", DisplayErrorContext(error)),
-                None => DisplayErrorContext(error).to_string(),
+            (None, None) => match (status, body) {
+                (Some(status), Some(body)) if !body.trim().is_empty() => {
+                    format!("HTTP {status}, an answer that is not AWS's: {:?}", snippet(&body))
+                }
+                (Some(status), _) => format!("HTTP {status}"),
+                (None, _) => error_chain(error),
             },
         };
         AwsFailure {
@@ -93,7 +96,10 @@ impl AwsFailure {
     pub fn hint(&self) -> &'static str {
         match self.outcome().0 {
             Outcome::Denied => " (the identity lacks this permission; run `check --image IMAGE` to see which)",
-            _ if self.message.contains("no credentials") || self.message.contains("credentials provider") => {
+            _ if ["no credentials", "credentials provider", "loading credentials"]
+                .iter()
+                .any(|m| self.message.contains(m)) =>
+            {
                 " (no AWS credentials found: give the node an instance profile, or set AWS_* variables or a profile)"
             }
             _ => "",
@@ -107,6 +113,30 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
     let start = body.find(&open)? + open.len();
     let end = body[start..].find(&format!("</{name}>"))? + start;
     Some(body[start..end].trim().to_string())
+}
+
+/// An error and its sources, each once, on one line: the SDK's own rendering
+/// appends debug dumps of whole responses.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = inner.source();
+    }
+    parts.join(": ")
+}
+
+/// The start of an unexpected body, for the error line.
+fn snippet(body: &str) -> String {
+    let line = one_line(body);
+    match line.char_indices().nth(120) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line,
+    }
 }
 
 fn one_line(text: &str) -> String {

@@ -1,0 +1,129 @@
+//! The demo: every built plugin, end to end, against the bundled fake clouds.
+//!
+//! Run `scripts/demo` (which builds the workspace first). It needs no cloud
+//! account and no network: each plugin binary is executed as the kubelet
+//! would, with its endpoints pointed at fake servers on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use credential_provider::protocol::ApiVersion;
+use fake_clouds::conformance::{request_json, Exec, PluginUnderTest, TestServiceAccount};
+use fake_clouds::{Fault, FakeAws};
+
+fn main() {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"));
+    let mut ran = 0;
+    if let Some(binary) = find(&dir, "ecr-credential-provider") {
+        ecr(&binary);
+        ran += 1;
+    }
+    if ran == 0 {
+        eprintln!("no plugin binaries next to {}; run `cargo build --workspace` first", dir.display());
+        std::process::exit(1);
+    }
+    println!("\ndemo finished: {ran} plugin(s) ran against the fake clouds");
+}
+
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    let path = dir.join(name);
+    path.is_file().then_some(path)
+}
+
+fn heading(text: &str) {
+    println!("\n=== {text} ===");
+}
+
+/// Runs one exec, prints what the kubelet would see, and returns it.
+fn show(plugin: &PluginUnderTest, args: &[&str], stdin: &str, secrets: &dyn Fn() -> Vec<String>) -> Exec {
+    let started = Instant::now();
+    let exec = plugin.exec(args, stdin.as_bytes());
+    let elapsed = started.elapsed();
+    if !stdin.is_empty() {
+        println!("stdin : {stdin}");
+    }
+    if !args.is_empty() {
+        println!("args  : {}", args.join(" "));
+    }
+    println!("exit  : {:?} in {:.1} ms", exec.code, elapsed.as_secs_f64() * 1000.0);
+    if !exec.stdout.is_empty() {
+        println!("stdout: {}", redact(exec.stdout.trim_end(), &secrets()));
+    }
+    for line in exec.stderr.lines() {
+        println!("stderr: {line}");
+    }
+    exec
+}
+
+/// The demo's fake passwords are not secret, but a demo that prints
+/// credentials teaches the wrong habit.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+        out = out.replace(secret.as_str(), &format!("{}…", &secret[..secret.len().min(14)]));
+    }
+    out
+}
+
+fn ecr(binary: &Path) {
+    heading("ecr-credential-provider against a fake ECR, ECR Public, STS and IMDS");
+    let aws = FakeAws::start();
+    let plugin = PluginUnderTest::new(binary).with_env(aws.endpoint_env());
+    let private = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app";
+
+    println!("\n-- a cold exec: the node's identity from IMDSv2, one GetAuthorizationToken");
+    show(&plugin, &[], &request_json(ApiVersion::V1, private, None, false), &|| aws.secrets());
+    println!("\n-- the same image again: answered from the cache, no network");
+    show(&plugin, &[], &request_json(ApiVersion::V1Beta1, private, None, false), &|| aws.secrets());
+    println!("token calls so far: {}", aws.token_calls());
+
+    println!("\n-- ECR Public");
+    show(&plugin, &["--image", "public.ecr.aws/nginx/nginx:1.27"], "", &|| aws.secrets());
+
+    println!("\n-- KEP-4412: a tenant's service-account token assumes the tenant's role");
+    let sa = TestServiceAccount {
+        token: Some("eyJhbGciOi.tenant-a-service-account-token.sig".to_string()),
+        annotations: BTreeMap::from([(
+            "eks.amazonaws.com/ecr-role-arn".to_string(),
+            "arn:aws:iam::123456789012:role/tenant-a-puller".to_string(),
+        )]),
+    };
+    aws.add_secret("eyJhbGciOi.tenant-a-service-account-token.sig");
+    show(&plugin, &["-v"], &request_json(ApiVersion::V1, private, Some(&sa), false), &|| aws.secrets());
+    println!("roles assumed: {:?}", aws.assumed_roles().iter().map(|(r, _)| r).collect::<Vec<_>>());
+
+    println!("\n-- 32 execs at once on a cold cache for another region");
+    let cold = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app";
+    aws.set_fault(Some(Fault::Slow(std::time::Duration::from_millis(300))));
+    let before = aws.token_calls();
+    let body = request_json(ApiVersion::V1, cold, None, false);
+    let started = Instant::now();
+    let children: Vec<_> = (0..32).map(|_| plugin.spawn(&[], body.as_bytes())).collect();
+    let ok = children
+        .into_iter()
+        .filter_map(|c| c.wait_with_output().ok())
+        .filter(|o| o.status.success())
+        .count();
+    aws.set_fault(None);
+    println!(
+        "{ok}/32 answered in {:.0} ms with {} token call(s)",
+        started.elapsed().as_secs_f64() * 1000.0,
+        aws.token_calls() - before
+    );
+
+    println!("\n-- check: every permission a pull needs, as this node");
+    aws.deny("ecr:BatchGetImage");
+    show(&plugin, &["check", "--image", &format!("{private}:1.0")], "", &|| aws.secrets());
+
+    println!("\n-- bad input: a lookalike host gets one line on stderr and nothing on stdout");
+    show(
+        &plugin,
+        &[],
+        &request_json(ApiVersion::V1, "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x", None, false),
+        &|| aws.secrets(),
+    );
+}
