@@ -47,9 +47,7 @@ pub enum CacheError {
 
 /// Seconds since the Unix epoch, the unit every entry uses.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The default cache directory: the system one for root, else
@@ -77,10 +75,7 @@ impl CacheKey {
     /// hash the same.
     pub fn derive<S: AsRef<str>>(plugin: &str, parts: &[S]) -> CacheKey {
         let mut hasher = Sha256::new();
-        for part in [plugin, &FORMAT_VERSION.to_string()]
-            .into_iter()
-            .chain(parts.iter().map(AsRef::as_ref))
-        {
+        for part in [plugin, &FORMAT_VERSION.to_string()].into_iter().chain(parts.iter().map(AsRef::as_ref)) {
             hasher.update((part.len() as u64).to_le_bytes());
             hasher.update(part.as_bytes());
         }
@@ -97,10 +92,7 @@ impl CacheKey {
 /// cache key. Hashing the whole token (never its unverified claims) means a
 /// forged token can only ever map to its own entry.
 pub fn secret_digest(secret: &Secret) -> String {
-    Sha256::digest(secret.expose().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(secret.expose().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One cached credential, as stored in its file.
@@ -178,27 +170,16 @@ impl Cache {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| CacheError::Directory {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        let unsafe_dir = |reason: String| CacheError::UnsafeDirectory {
-            path: dir.to_path_buf(),
-            reason,
-        };
-        let meta = fs::symlink_metadata(dir).map_err(|source| CacheError::Directory {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+            .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
+        let unsafe_dir = |reason: String| CacheError::UnsafeDirectory { path: dir.to_path_buf(), reason };
+        let meta =
+            fs::symlink_metadata(dir).map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
         if !meta.is_dir() {
             return Err(unsafe_dir("is not a directory (symbolic links are refused)".into()));
         }
         let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
-            return Err(unsafe_dir(format!(
-                "is owned by uid {}, not by this process's uid {me}",
-                meta.uid()
-            )));
+            return Err(unsafe_dir(format!("is owned by uid {}, not by this process's uid {me}", meta.uid())));
         }
         let mode = meta.mode() & 0o777;
         if mode & 0o022 != 0 {
@@ -206,16 +187,10 @@ impl Cache {
         }
         if mode != 0o700 {
             // Ours and not writable by others, but readable: tighten it.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
-                CacheError::Directory {
-                    path: dir.to_path_buf(),
-                    source,
-                }
-            })?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
         }
-        Ok(Cache {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Cache { dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -254,17 +229,10 @@ impl Cache {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let io_error = |source| CacheError::Entry {
-            path: path.clone(),
-            source,
-        };
+        let io_error = |source| CacheError::Entry { path: path.clone(), source };
         let body = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
             file.write_all(&body)?;
             file.sync_all()?;
             fs::rename(&temp, &path)?;
@@ -289,10 +257,7 @@ impl Cache {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| CacheError::Entry {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| CacheError::Entry { path: path.clone(), source })?;
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(2);
         loop {
@@ -319,9 +284,7 @@ impl Cache {
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
             })
             .map(|p| {
                 let entry = read_entry(&p);
@@ -334,10 +297,10 @@ impl Cache {
 
     /// Removes an entry file; a file already gone is not an error.
     pub fn remove(&self, path: &Path) {
-        if let Err(e) = fs::remove_file(path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), "could not remove cache entry: {e}");
-            }
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), "could not remove cache entry: {e}");
         }
     }
 }
@@ -423,10 +386,7 @@ mod tests {
             assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
         }
         // No temp file is left behind.
-        let names: Vec<_> = fs::read_dir(&dir)
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).expect("list").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 

@@ -41,11 +41,7 @@ pub struct CheckStep {
 
 impl CheckStep {
     pub fn new(action: impl Into<String>, outcome: Outcome, detail: impl Into<String>) -> CheckStep {
-        CheckStep {
-            action: action.into(),
-            outcome,
-            detail: detail.into(),
-        }
+        CheckStep { action: action.into(), outcome, detail: detail.into() }
     }
 }
 

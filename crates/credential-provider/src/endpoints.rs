@@ -24,11 +24,7 @@ pub enum EndpointError {
     #[error("{variable}: {entry:?} is not of the form name=url")]
     Malformed { variable: String, entry: String },
     #[error("{variable}: {url:?} {reason}")]
-    Refused {
-        variable: String,
-        url: String,
-        reason: &'static str,
-    },
+    Refused { variable: String, url: String, reason: &'static str },
 }
 
 /// The endpoint overrides in force for this process.
@@ -50,10 +46,7 @@ impl Endpoints {
     /// process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Endpoints, EndpointError> {
         let named = parse_list(ENDPOINTS_VARIABLE, lookup(ENDPOINTS_VARIABLE).as_deref())?;
-        let registries = parse_list(
-            REGISTRY_ENDPOINTS_VARIABLE,
-            lookup(REGISTRY_ENDPOINTS_VARIABLE).as_deref(),
-        )?;
+        let registries = parse_list(REGISTRY_ENDPOINTS_VARIABLE, lookup(REGISTRY_ENDPOINTS_VARIABLE).as_deref())?;
         let mut sdk = BTreeMap::new();
         for variable in SDK_VARIABLES {
             if let Some(value) = lookup(variable).filter(|v| !v.is_empty()) {
@@ -62,20 +55,13 @@ impl Endpoints {
                 sdk.insert(variable.to_string(), value);
             }
         }
-        Ok(Endpoints {
-            named,
-            registries,
-            sdk,
-        })
+        Ok(Endpoints { named, registries, sdk })
     }
 
     /// The override for the endpoint `name`, if any: the SDK variable first,
     /// then `CREDENTIAL_PROVIDER_ENDPOINTS`. `None` means the cloud's real endpoint.
     pub fn get(&self, name: &str, sdk_variable: Option<&str>) -> Option<&str> {
-        sdk_variable
-            .and_then(|v| self.sdk.get(v))
-            .or_else(|| self.named.get(name))
-            .map(String::as_str)
+        sdk_variable.and_then(|v| self.sdk.get(v)).or_else(|| self.named.get(name)).map(String::as_str)
     }
 
     /// The URL for endpoint `name`, or `default` when nothing overrides it.
@@ -85,21 +71,13 @@ impl Endpoints {
 
     /// The base URL for calls to the registry at `host` (`host[:port]`).
     pub fn registry(&self, host: &str) -> String {
-        self.registries
-            .get(host)
-            .cloned()
-            .unwrap_or_else(|| format!("https://{host}"))
+        self.registries.get(host).cloned().unwrap_or_else(|| format!("https://{host}"))
     }
 
     /// Every override in force, as `name=url` strings: part of a cache key, so
     /// that credentials from an emulator are never served for the real cloud.
     pub fn fingerprint(&self) -> Vec<String> {
-        self.sdk
-            .iter()
-            .chain(&self.named)
-            .chain(&self.registries)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect()
+        self.sdk.iter().chain(&self.named).chain(&self.registries).map(|(k, v)| format!("{k}={v}")).collect()
     }
 }
 
@@ -120,17 +98,11 @@ fn parse_list(variable: &str, value: Option<&str>) -> Result<BTreeMap<String, St
     };
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((name, url)) = entry.split_once('=') else {
-            return Err(EndpointError::Malformed {
-                variable: variable.to_string(),
-                entry: entry.to_string(),
-            });
+            return Err(EndpointError::Malformed { variable: variable.to_string(), entry: entry.to_string() });
         };
         let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
         if name.is_empty() || url.is_empty() {
-            return Err(EndpointError::Malformed {
-                variable: variable.to_string(),
-                entry: entry.to_string(),
-            });
+            return Err(EndpointError::Malformed { variable: variable.to_string(), entry: entry.to_string() });
         }
         validate(variable, url)?;
         map.insert(name.to_string(), url.to_string());
@@ -140,14 +112,8 @@ fn parse_list(variable: &str, value: Option<&str>) -> Result<BTreeMap<String, St
 
 /// Accepts `https://` anywhere and `http://` only to a loopback address.
 fn validate(variable: &str, url: &str) -> Result<(), EndpointError> {
-    let refuse = |reason| EndpointError::Refused {
-        variable: variable.to_string(),
-        url: url.to_string(),
-        reason,
-    };
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| refuse("is not a URL (expected https://host[:port])"))?;
+    let refuse = |reason| EndpointError::Refused { variable: variable.to_string(), url: url.to_string(), reason };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| refuse("is not a URL (expected https://host[:port])"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if let Some((_, host)) = authority.rsplit_once('@') {
         // Say which URL without repeating the credentials it carries.
@@ -187,11 +153,7 @@ mod tests {
     use super::*;
 
     fn endpoints(vars: &[(&str, &str)]) -> Result<Endpoints, EndpointError> {
-        Endpoints::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_string())
-        })
+        Endpoints::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))
     }
 
     #[test]
@@ -209,8 +171,7 @@ mod tests {
 
     #[test]
     fn registry_overrides() {
-        let e = endpoints(&[("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", "r.example=http://[::1]:5000")])
-            .expect("valid");
+        let e = endpoints(&[("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", "r.example=http://[::1]:5000")]).expect("valid");
         assert_eq!(e.registry("r.example"), "http://[::1]:5000");
         assert_eq!(e.registry("s.example:444"), "https://s.example:444");
     }

@@ -46,10 +46,7 @@ pub enum Error {
 impl Error {
     /// A cloud error for `service`.
     pub fn cloud(service: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Cloud {
-            service: service.into(),
-            message: message.into(),
-        }
+        Error::Cloud { service: service.into(), message: message.into() }
     }
 
     /// The process exit code for this error.

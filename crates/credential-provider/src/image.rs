@@ -39,10 +39,7 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses an image reference, normalized or as a person would type it.
     pub fn parse(reference: &str) -> Result<ImageRef, ImageError> {
-        let fail = |reason| ImageError {
-            reference: truncate(reference),
-            reason,
-        };
+        let fail = |reason| ImageError { reference: truncate(reference), reason };
         if reference.is_empty() {
             return Err(fail("it is empty"));
         }
@@ -96,11 +93,7 @@ impl ImageRef {
             return Err(fail("the registry host is not a valid DNS name"));
         }
         // index.docker.io is Docker Hub's old name; the kubelet treats both alike.
-        let host = if host == "index.docker.io" && port.is_none() {
-            DOCKER_HUB.to_string()
-        } else {
-            host
-        };
+        let host = if host == "index.docker.io" && port.is_none() { DOCKER_HUB.to_string() } else { host };
         if path.is_empty() {
             return Err(fail("it names a registry but no repository"));
         }
@@ -109,13 +102,7 @@ impl ImageRef {
                 "each path component must be lower-case letters, digits and single separators (. _ -), with no empty or '..' parts",
             ));
         }
-        Ok(ImageRef {
-            host,
-            port,
-            path,
-            tag,
-            digest,
-        })
+        Ok(ImageRef { host, port, path, tag, digest })
     }
 
     /// The registry, as the kubelet names it in auth keys: `host[:port]`.
@@ -213,9 +200,7 @@ fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 fn valid_digest(digest: &str) -> bool {
@@ -223,9 +208,7 @@ fn valid_digest(digest: &str) -> bool {
         return false;
     };
     !algorithm.is_empty()
-        && algorithm
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+        && algorithm.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
         && encoded.len() >= 32
         && encoded.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -32,16 +32,9 @@ impl RegistryPattern {
     /// Parses an auth key the way the kubelet's keyring does: an `http(s)://`
     /// prefix is allowed, and a path of `/v1/` or `/v2/` means the whole registry.
     pub fn parse_auth_key(key: &str) -> RegistryPattern {
-        let key = key
-            .strip_prefix("https://")
-            .or_else(|| key.strip_prefix("http://"))
-            .unwrap_or(key);
+        let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
         let (host, port, path) = split_schemeless(key);
-        let path = if path.starts_with("/v2/") || path.starts_with("/v1/") {
-            &path[3..]
-        } else {
-            path
-        };
+        let path = if path.starts_with("/v2/") || path.starts_with("/v1/") { &path[3..] } else { path };
         let path = if path == "/" { "" } else { path };
         RegistryPattern {
             labels: host.split('.').map(str::to_string).collect(),
@@ -57,11 +50,7 @@ impl RegistryPattern {
         self.port == port
             && self.labels.len() == labels.len()
             && path.starts_with(self.path.as_str())
-            && self
-                .labels
-                .iter()
-                .zip(labels)
-                .all(|(pattern, label)| glob_matches(pattern.as_bytes(), label.as_bytes()))
+            && self.labels.iter().zip(labels).all(|(pattern, label)| glob_matches(pattern.as_bytes(), label.as_bytes()))
     }
 }
 

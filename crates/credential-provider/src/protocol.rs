@@ -69,9 +69,7 @@ pub enum RequestError {
     Json(String),
     #[error("the request's kind is {found:?}; expected {REQUEST_KIND:?}")]
     WrongKind { found: String },
-    #[error(
-        "the request's apiVersion {found:?} is not supported; expected one of {API_GROUP}/v1alpha1, v1beta1 or v1"
-    )]
+    #[error("the request's apiVersion {found:?} is not supported; expected one of {API_GROUP}/v1alpha1, v1beta1 or v1")]
     UnsupportedApiVersion { found: String },
     #[error("the request has no image")]
     MissingImage,
@@ -115,24 +113,19 @@ impl CredentialProviderRequest {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(RequestError::Empty);
         }
-        let wire: WireRequest =
-            serde_json::from_slice(bytes).map_err(|e| RequestError::Json(e.to_string()))?;
+        let wire: WireRequest = serde_json::from_slice(bytes).map_err(|e| RequestError::Json(e.to_string()))?;
         let api_version = match wire.api_version.as_deref() {
-            Some(v) => ApiVersion::parse(v).ok_or_else(|| RequestError::UnsupportedApiVersion {
-                found: v.to_string(),
-            })?,
+            Some(v) => {
+                ApiVersion::parse(v).ok_or_else(|| RequestError::UnsupportedApiVersion { found: v.to_string() })?
+            }
             None => {
-                return Err(RequestError::UnsupportedApiVersion {
-                    found: String::new(),
-                });
+                return Err(RequestError::UnsupportedApiVersion { found: String::new() });
             }
         };
         match wire.kind.as_deref() {
             Some(REQUEST_KIND) => {}
             other => {
-                return Err(RequestError::WrongKind {
-                    found: other.unwrap_or_default().to_string(),
-                });
+                return Err(RequestError::WrongKind { found: other.unwrap_or_default().to_string() });
             }
         }
         let image = match wire.image {
@@ -142,29 +135,16 @@ impl CredentialProviderRequest {
         // The service-account fields only exist in v1; in older versions they are
         // unknown fields, which a lenient reader ignores.
         let service_account = if api_version.has_service_account_fields() {
-            let token = wire
-                .service_account_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new);
+            let token = wire.service_account_token.filter(|t| !t.is_empty()).map(Secret::new);
             let annotations = wire.service_account_annotations.unwrap_or_default();
-            if token.is_none() && annotations.is_empty() {
-                None
-            } else {
-                Some(ServiceAccount { token, annotations })
-            }
+            if token.is_none() && annotations.is_empty() { None } else { Some(ServiceAccount { token, annotations }) }
         } else {
             if wire.service_account_token.is_some() {
-                tracing::warn!(
-                    "ignoring serviceAccountToken in a {api_version} request: only v1 carries it"
-                );
+                tracing::warn!("ignoring serviceAccountToken in a {api_version} request: only v1 carries it");
             }
             None
         };
-        Ok(CredentialProviderRequest {
-            api_version,
-            image,
-            service_account,
-        })
+        Ok(CredentialProviderRequest { api_version, image, service_account })
     }
 }
 
@@ -287,20 +267,14 @@ mod tests {
             ("{", "not valid JSON"),
             ("[]", "not valid JSON"),
             ("\u{0}", "not valid JSON"),
-            (
-                r#"{"kind":"Pod","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"a/b"}"#,
-                "kind",
-            ),
+            (r#"{"kind":"Pod","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"a/b"}"#, "kind"),
             (r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"a/b"}"#, "kind"),
             (
                 r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v2","image":"a/b"}"#,
                 "apiVersion",
             ),
             (r#"{"kind":"CredentialProviderRequest","image":"a/b"}"#, "apiVersion"),
-            (
-                r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#,
-                "no image",
-            ),
+            (r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#, "no image"),
             (
                 r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":""}"#,
                 "no image",
@@ -323,10 +297,7 @@ mod tests {
         let mut auth = BTreeMap::new();
         auth.insert(
             "r.example:5000".to_string(),
-            AuthConfig {
-                username: "AWS".into(),
-                password: Secret::new("pw".into()),
-            },
+            AuthConfig { username: "AWS".into(), password: Secret::new("pw".into()) },
         );
         let response = CredentialProviderResponse {
             api_version: ApiVersion::V1Beta1,

@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
-use crate::cache::{self, Cache, CacheKey, CachedCredential, Freshness, FORMAT_VERSION};
+use crate::cache::{self, Cache, CacheKey, CachedCredential, FORMAT_VERSION, Freshness};
 use crate::check::OutputFormat;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
@@ -23,7 +23,7 @@ use crate::protocol::{
     ServiceAccount,
 };
 use crate::provider::{Credential, Plan, Provider};
-use crate::secret::{self, Secret, ScrubbingStderr};
+use crate::secret::{self, ScrubbingStderr, Secret};
 
 /// The most a request may weigh; the kubelet's are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -96,9 +96,7 @@ pub fn run<P: Provider>() -> ! {
     let binary = P::BINARY;
     // A panic message may quote data; print only where it happened.
     std::panic::set_hook(Box::new(move |info| {
-        let place = info
-            .location()
-            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         eprintln!("{binary}: internal error{place}; please report it");
     }));
     let code = match run_with_args::<P>(std::env::args_os().collect()) {
@@ -207,13 +205,7 @@ pub fn answer<P: Provider>(
     tracing::debug!(registry = %plan.registry, target = ?plan.target, "planned");
     let (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
     let mut auth = BTreeMap::new();
-    auth.insert(
-        plan.registry.clone(),
-        AuthConfig {
-            username: credential.username,
-            password: credential.password,
-        },
-    );
+    auth.insert(plan.registry.clone(), AuthConfig { username: credential.username, password: credential.password });
     Ok(CredentialProviderResponse {
         api_version: request.api_version,
         cache_key_type: CacheKeyType::Registry,
@@ -304,7 +296,7 @@ fn renew<P: Provider>(
     plan: &Plan<P::Target>,
     image: &str,
     cached: Option<CachedCredential>,
-) -> Result<Renewal, RenewalFailure> {
+) -> Result<Renewal, Box<RenewalFailure>> {
     let _lock = match cache.lock(P::NAME, key, LOCK_WAIT) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
@@ -325,7 +317,7 @@ fn renew<P: Provider>(
     }
     let credential = match fetch(provider, plan) {
         Ok(credential) => credential,
-        Err(error) => return Err(RenewalFailure { error, cached }),
+        Err(error) => return Err(Box::new(RenewalFailure { error, cached })),
     };
     let now = cache::unix_now();
     if credential.expires_at <= now {
@@ -362,11 +354,7 @@ fn served(entry: &CachedCredential) -> (Credential, Duration) {
 }
 
 fn to_credential(entry: &CachedCredential) -> Credential {
-    Credential {
-        username: entry.username.clone(),
-        password: entry.password.clone(),
-        expires_at: entry.expires_at,
-    }
+    Credential { username: entry.username.clone(), password: entry.password.clone(), expires_at: entry.expires_at }
 }
 
 fn fetch<P: Provider>(provider: &P, plan: &Plan<P::Target>) -> Result<Credential, Error> {
@@ -375,7 +363,10 @@ fn fetch<P: Provider>(provider: &P, plan: &Plan<P::Target>) -> Result<Credential
             Ok(result) => result,
             Err(_) => Err(Error::cloud(
                 P::NAME,
-                format!("no credential within {}s; is the cloud's endpoint reachable from this node?", FETCH_BUDGET.as_secs()),
+                format!(
+                    "no credential within {}s; is the cloud's endpoint reachable from this node?",
+                    FETCH_BUDGET.as_secs()
+                ),
             )),
         }
     })
@@ -413,9 +404,7 @@ fn refresh_pass<P: Provider>(provider: &P, cache: &Cache) -> usize {
         if entry.freshness(now) == Freshness::Fresh {
             continue;
         }
-        let plan = ImageRef::parse(&entry.image)
-            .map_err(Error::from)
-            .and_then(|image| provider.plan(&image, None));
+        let plan = ImageRef::parse(&entry.image).map_err(Error::from).and_then(|image| provider.plan(&image, None));
         let (plan, key) = match plan.map(|plan| {
             let key = cache_key::<P>(&plan);
             (plan, key)
@@ -442,7 +431,11 @@ fn refresh_pass<P: Provider>(provider: &P, cache: &Cache) -> usize {
             }
             Ok(Renewal::AlreadyExpired(_)) => {
                 failed += 1;
-                eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
+                eprintln!(
+                    "{}: failed to renew {}: the cloud returned an expired credential",
+                    P::BINARY,
+                    entry.registry
+                );
             }
             Err(failure) => {
                 failed += 1;
@@ -487,10 +480,7 @@ fn read_request() -> Result<CredentialProviderRequest, Error> {
         .read_to_end(&mut body)
         .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
     if body.len() > MAX_REQUEST_BYTES {
-        return Err(RequestError::TooLarge {
-            limit: MAX_REQUEST_BYTES,
-        }
-        .into());
+        return Err(RequestError::TooLarge { limit: MAX_REQUEST_BYTES }.into());
     }
     Ok(CredentialProviderRequest::decode(&body)?)
 }
@@ -516,24 +506,15 @@ fn request_from_flags(
         };
         parsed.insert(key.to_string(), value.to_string());
     }
-    let service_account = (token.is_some() || !parsed.is_empty()).then_some(ServiceAccount {
-        token,
-        annotations: parsed,
-    });
-    Ok(CredentialProviderRequest {
-        api_version: ApiVersion::V1,
-        image: image.to_string(),
-        service_account,
-    })
+    let service_account =
+        (token.is_some() || !parsed.is_empty()).then_some(ServiceAccount { token, annotations: parsed });
+    Ok(CredentialProviderRequest { api_version: ApiVersion::V1, image: image.to_string(), service_account })
 }
 
 /// Writes all of `text` to stdout at once, or fails.
 fn write_stdout(text: &str) -> Result<(), Error> {
     let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(Error::Output)
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::Output)
 }
 
 /// Logs to stderr through the secret scrubber. Our crates log at the level

@@ -61,12 +61,12 @@ pub fn register(value: &str) {
     if value.len() < MIN_SCRUBBED_LEN {
         return;
     }
-    if let Ok(mut registered) = REGISTERED.lock() {
-        if !registered.iter().any(|s| s == value) {
-            registered.push(value.to_string());
-            // Longest first, so that a secret containing another is removed whole.
-            registered.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
+    if let Ok(mut registered) = REGISTERED.lock()
+        && !registered.iter().any(|s| s == value)
+    {
+        registered.push(value.to_string());
+        // Longest first, so that a secret containing another is removed whole.
+        registered.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 }
 
@@ -118,10 +118,7 @@ mod tests {
     fn debug_is_redacted_and_text_is_scrubbed() {
         let secret = Secret::new("hunter2-very-secret".to_string());
         assert_eq!(format!("{secret:?}"), REDACTED);
-        assert_eq!(
-            scrub("failed with token hunter2-very-secret!"),
-            "failed with token [redacted]!"
-        );
+        assert_eq!(scrub("failed with token hunter2-very-secret!"), "failed with token [redacted]!");
         register("abc");
         assert_eq!(scrub("abc"), "abc", "short values are not scrubbed");
     }

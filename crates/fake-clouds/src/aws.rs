@@ -72,10 +72,7 @@ impl FakeAws {
     pub fn start() -> FakeAws {
         let state = Shared::default();
         let router = Router::new().fallback(handle).with_state(state.clone());
-        FakeAws {
-            server: FakeServer::start(router),
-            state,
-        }
+        FakeAws { server: FakeServer::start(router), state }
     }
 
     pub fn url(&self) -> String {
@@ -192,11 +189,7 @@ fn signer(headers: &HeaderMap) -> Option<String> {
 fn count(state: &Shared, operation: &str) -> (Option<Fault>, Duration, bool) {
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     *s.calls.entry(operation.to_string()).or_default() += 1;
-    (
-        s.fault.clone(),
-        s.token_lifetime.unwrap_or(Duration::from_secs(12 * 3600)),
-        s.denied.contains(operation),
-    )
+    (s.fault.clone(), s.token_lifetime.unwrap_or(Duration::from_secs(12 * 3600)), s.denied.contains(operation))
 }
 
 fn aws_error(status: u16, code: &str, message: &str) -> Response {
@@ -246,7 +239,8 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
                 }
                 Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
                 Some(Fault::Garbage) => {
-                    return (StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], "<html>oops").into_response();
+                    return (StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], "<html>oops")
+                        .into_response();
                 }
                 Some(Fault::Expired) => expires = SystemTime::now() - Duration::from_secs(3600),
                 None => {}
@@ -271,12 +265,12 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
             }
         }
         "BatchCheckLayerAvailability" => json(serde_json::json!({ "layers": [], "failures": [] })),
-        "GetDownloadUrlForLayer" => aws_error(400, "LayersNotFoundException", "The specified layers could not be found."),
-        "GetRepositoryPolicy" => aws_error(
-            400,
-            "RepositoryPolicyNotFoundException",
-            "Repository policy does not exist for the repository",
-        ),
+        "GetDownloadUrlForLayer" => {
+            aws_error(400, "LayersNotFoundException", "The specified layers could not be found.")
+        }
+        "GetRepositoryPolicy" => {
+            aws_error(400, "RepositoryPolicyNotFoundException", "Repository policy does not exist for the repository")
+        }
         "DescribeRepositories" => json(serde_json::json!({
             "repositories": [{
                 "repositoryName": repository,

@@ -187,12 +187,16 @@ pub fn expect_accepted(exec: &Exec, version: ApiVersion, image: &str, secrets: &
         response.cache_key_type
     );
     if let Some(duration) = &response.cache_duration {
-        let seconds = parse_go_duration(duration).unwrap_or_else(|| panic!("cacheDuration {duration:?} is not a Go duration"));
+        let seconds =
+            parse_go_duration(duration).unwrap_or_else(|| panic!("cacheDuration {duration:?} is not a Go duration"));
         assert!(seconds >= 0.0, "negative cacheDuration {duration}");
     }
     assert!(!response.auth.is_empty(), "an empty auth would be cached by the kubelet as 'no credentials'");
     for (key, auth) in &response.auth {
-        assert!(!key.contains(['*', '?', '[']), "auth key {key} is a wildcard that would hand the secret to other registries");
+        assert!(
+            !key.contains(['*', '?', '[']),
+            "auth key {key} is a wildcard that would hand the secret to other registries"
+        );
         assert!(
             RegistryPattern::parse_auth_key(key).matches(image),
             "auth key {key} does not match {image} by the kubelet's rules"
@@ -308,7 +312,10 @@ mod tests {
         for bad in [
             good.replace("\"cacheKeyType\"", "\"CacheKeyType\""),
             good.replace("\"kind\"", "\"extra\":1,\"kind\""),
-            good.replace("\"kind\":\"CredentialProviderResponse\",", "\"kind\":\"CredentialProviderResponse\",\"kind\":\"x\","),
+            good.replace(
+                "\"kind\":\"CredentialProviderResponse\",",
+                "\"kind\":\"CredentialProviderResponse\",\"kind\":\"x\",",
+            ),
             good.replace("\"password\":\"p\"", "\"password\":\"p\",\"email\":\"e\""),
         ] {
             assert!(serde_json::from_str::<KubeletResponse>(&bad).is_err(), "{bad}");

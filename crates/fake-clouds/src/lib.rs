@@ -10,6 +10,6 @@ pub mod conformance;
 pub mod moto;
 pub mod server;
 
-pub use aws::{Fault, FakeAws};
+pub use aws::{FakeAws, Fault};
 pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use server::FakeServer;

@@ -24,10 +24,8 @@ impl Moto {
         let server = find_moto_server(workspace).unwrap_or_else(|| {
             panic!("moto is not installed: run scripts/test (it installs moto into .venv), or set MOTO_SERVER to a moto_server binary")
         });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -36,11 +34,7 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let moto = Moto {
-            child,
-            addr,
-            bin_dir: server.parent().map(Path::to_path_buf),
-        };
+        let moto = Moto { child, addr, bin_dir: server.parent().map(Path::to_path_buf) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "moto did not start within 30 s");
@@ -70,12 +64,7 @@ impl Moto {
             .arg(self.url())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            output.status.success(),
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
@@ -96,8 +85,6 @@ fn find_moto_server(workspace: &Path) -> Option<PathBuf> {
         return Some(venv);
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("moto_server"))
-            .find(|candidate| candidate.is_file())
+        std::env::split_paths(&paths).map(|dir| dir.join("moto_server")).find(|candidate| candidate.is_file())
     })
 }

@@ -36,10 +36,7 @@ impl FakeServer {
             // Connections still open are dropped with the runtime.
             runtime.shutdown_background();
         });
-        FakeServer {
-            addr,
-            shutdown: Some(shutdown),
-        }
+        FakeServer { addr, shutdown: Some(shutdown) }
     }
 
     /// `http://127.0.0.1:<port>`

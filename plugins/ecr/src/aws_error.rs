@@ -44,10 +44,7 @@ impl AwsFailure {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let status = error.raw_response().map(|r| r.status().as_u16());
-        let body = error
-            .raw_response()
-            .and_then(|r| r.body().bytes())
-            .map(|b| String::from_utf8_lossy(b).into_owned());
+        let body = error.raw_response().and_then(|r| r.body().bytes()).map(|b| String::from_utf8_lossy(b).into_owned());
         let (code, message) = match error {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
@@ -73,11 +70,7 @@ impl AwsFailure {
                 (None, _) => error_chain(error),
             },
         };
-        AwsFailure {
-            code,
-            status,
-            message: one_line(&message),
-        }
+        AwsFailure { code, status, message: one_line(&message) }
     }
 
     /// The verdict of `check` for a call that failed this way.
@@ -148,11 +141,7 @@ mod tests {
     use super::*;
 
     fn failure(code: Option<&str>, status: Option<u16>) -> AwsFailure {
-        AwsFailure {
-            code: code.map(str::to_string),
-            status,
-            message: "m".into(),
-        }
+        AwsFailure { code: code.map(str::to_string), status, message: "m".into() }
     }
 
     #[test]

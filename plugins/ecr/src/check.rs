@@ -17,7 +17,10 @@ use crate::hosts::EcrRegistry;
 const ABSENT_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Turns one call's result into a report row.
-fn step<T, E>(action: &str, result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>) -> CheckStep
+fn step<T, E>(
+    action: &str,
+    result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>,
+) -> CheckStep
 where
     E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -36,19 +39,12 @@ pub(crate) async fn run(ecr: &Ecr, sdk: &SdkConfig, image: &ImageRef, registry: 
         Err(error) => format!("unknown ({})", AwsFailure::from_sdk(&error).message),
     };
     let steps = match registry {
-        EcrRegistry::Private {
-            account,
-            fips,
-            dual_stack,
-            ..
-        } => private_steps(&ecr.ecr_client(sdk, *fips, *dual_stack, None), account, image).await,
+        EcrRegistry::Private { account, fips, dual_stack, .. } => {
+            private_steps(&ecr.ecr_client(sdk, *fips, *dual_stack, None), account, image).await
+        }
         EcrRegistry::Public { dual_stack } => public_steps(&ecr.ecr_public_client(sdk, *dual_stack, None)).await,
     };
-    CheckReport {
-        image: image.to_string(),
-        identity,
-        steps,
-    }
+    CheckReport { image: image.to_string(), identity, steps }
 }
 
 async fn private_steps(client: &aws_sdk_ecr::Client, account: &str, image: &ImageRef) -> Vec<CheckStep> {
@@ -81,41 +77,19 @@ async fn private_steps(client: &aws_sdk_ecr::Client, account: &str, image: &Imag
         ),
         step(
             "ecr:GetRepositoryPolicy",
-            client
-                .get_repository_policy()
-                .registry_id(account)
-                .repository_name(repository)
-                .send()
-                .await,
+            client.get_repository_policy().registry_id(account).repository_name(repository).send().await,
         ),
         step(
             "ecr:DescribeRepositories",
-            client
-                .describe_repositories()
-                .registry_id(account)
-                .repository_names(repository)
-                .send()
-                .await,
+            client.describe_repositories().registry_id(account).repository_names(repository).send().await,
         ),
         step(
             "ecr:ListImages",
-            client
-                .list_images()
-                .registry_id(account)
-                .repository_name(repository)
-                .max_results(1)
-                .send()
-                .await,
+            client.list_images().registry_id(account).repository_name(repository).max_results(1).send().await,
         ),
         step(
             "ecr:BatchGetImage",
-            client
-                .batch_get_image()
-                .registry_id(account)
-                .repository_name(repository)
-                .image_ids(image_id)
-                .send()
-                .await,
+            client.batch_get_image().registry_id(account).repository_name(repository).image_ids(image_id).send().await,
         ),
     ]
 }
@@ -141,7 +115,11 @@ async fn public_steps(client: &aws_sdk_ecrpublic::Client) -> Vec<CheckStep> {
             } else {
                 vec![
                     CheckStep::new(TOKEN, outcome, detail),
-                    CheckStep::new(BEARER, Outcome::Unknown, "not reached: ecr-public:GetAuthorizationToken did not pass"),
+                    CheckStep::new(
+                        BEARER,
+                        Outcome::Unknown,
+                        "not reached: ecr-public:GetAuthorizationToken did not pass",
+                    ),
                 ]
             }
         }

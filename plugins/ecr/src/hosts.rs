@@ -34,15 +34,8 @@ pub const EXPECTED: &str = "expected <12-digit account>.dkr.ecr.<region>.amazona
 /// An ECR registry, as its host names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EcrRegistry {
-    Private {
-        account: String,
-        region: String,
-        fips: bool,
-        dual_stack: bool,
-    },
-    Public {
-        dual_stack: bool,
-    },
+    Private { account: String, region: String, fips: bool, dual_stack: bool },
+    Public { dual_stack: bool },
 }
 
 impl EcrRegistry {
@@ -83,12 +76,9 @@ impl EcrRegistry {
     /// A stable, non-secret description for cache keys and logs.
     pub fn describe(&self) -> String {
         match self {
-            EcrRegistry::Private {
-                account,
-                region,
-                fips,
-                dual_stack,
-            } => format!("private account={account} region={region} fips={fips} dual-stack={dual_stack}"),
+            EcrRegistry::Private { account, region, fips, dual_stack } => {
+                format!("private account={account} region={region} fips={fips} dual-stack={dual_stack}")
+            }
             EcrRegistry::Public { dual_stack } => format!("public dual-stack={dual_stack}"),
         }
     }
@@ -102,9 +92,7 @@ fn valid(account: &str, region: &str) -> bool {
         && region.len() <= 32
         && region.starts_with(|c: char| c.is_ascii_lowercase())
         && region.contains('-')
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -113,12 +101,7 @@ mod tests {
 
     fn private(host: &str) -> (String, String, bool, bool) {
         match EcrRegistry::from_host(host) {
-            Some(EcrRegistry::Private {
-                account,
-                region,
-                fips,
-                dual_stack,
-            }) => (account, region, fips, dual_stack),
+            Some(EcrRegistry::Private { account, region, fips, dual_stack }) => (account, region, fips, dual_stack),
             other => panic!("{host}: {other:?}"),
         }
     }
@@ -126,8 +109,11 @@ mod tests {
     #[test]
     fn private_hosts_in_every_partition() {
         let a = "123456789012";
-        assert_eq!(private(&format!("{a}.dkr.ecr.us-east-1.amazonaws.com")), (a.into(), "us-east-1".into(), false, false));
-        assert_eq!(private(&format!("{a}.dkr.ecr-fips.us-gov-west-1.amazonaws.com")).2, true);
+        assert_eq!(
+            private(&format!("{a}.dkr.ecr.us-east-1.amazonaws.com")),
+            (a.into(), "us-east-1".into(), false, false)
+        );
+        assert!(private(&format!("{a}.dkr.ecr-fips.us-gov-west-1.amazonaws.com")).2);
         assert_eq!(private(&format!("{a}.dkr.ecr.cn-north-1.amazonaws.com.cn")).1, "cn-north-1");
         assert_eq!(private(&format!("{a}.dkr.ecr.eusc-de-east-1.amazonaws.eu")).1, "eusc-de-east-1");
         assert_eq!(private(&format!("{a}.dkr.ecr.us-iso-east-1.c2s.ic.gov")).1, "us-iso-east-1");
@@ -135,8 +121,8 @@ mod tests {
         assert_eq!(private(&format!("{a}.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk")).1, "eu-isoe-west-1");
         assert_eq!(private(&format!("{a}.dkr.ecr.us-isof-south-1.csp.hci.ic.gov")).1, "us-isof-south-1");
         assert_eq!(private(&format!("{a}.dkr-ecr.eu-west-1.on.aws")), (a.into(), "eu-west-1".into(), false, true));
-        assert_eq!(private(&format!("{a}.dkr-ecr-fips.us-east-1.on.aws")).2, true);
-        assert_eq!(private(&format!("{a}.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn")).3, true);
+        assert!(private(&format!("{a}.dkr-ecr-fips.us-east-1.on.aws")).2);
+        assert!(private(&format!("{a}.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn")).3);
     }
 
     #[test]

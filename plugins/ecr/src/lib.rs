@@ -17,7 +17,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use base64::Engine as _;
 use credential_provider::cache::unix_now;
-use credential_provider::{CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount};
+use credential_provider::{
+    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount,
+};
 
 use crate::aws_error::AwsFailure;
 use crate::hosts::EcrRegistry;
@@ -76,17 +78,11 @@ impl Provider for Ecr {
     fn new(_args: EcrArgs, endpoints: Endpoints) -> Result<Ecr, Error> {
         credential_provider::secret::register_env(SECRET_VARIABLES);
         let default_role = std::env::var(ROLE_VARIABLE).ok().filter(|r| !r.is_empty());
-        Ok(Ecr {
-            endpoints,
-            default_role,
-        })
+        Ok(Ecr { endpoints, default_role })
     }
 
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<EcrTarget>, Error> {
-        let unsupported = || Error::UnsupportedRegistry {
-            host: image.registry(),
-            expected: hosts::EXPECTED,
-        };
+        let unsupported = || Error::UnsupportedRegistry { host: image.registry(), expected: hosts::EXPECTED };
         if image.port.is_some() {
             return Err(unsupported());
         }
@@ -142,14 +138,10 @@ impl Provider for Ecr {
                     let failure = AwsFailure::from_sdk(&e);
                     Error::cloud("ecr:GetAuthorizationToken", format!("{}{}", failure.message, failure.hint()))
                 })?;
-                let data = output
-                    .authorization_data()
-                    .first()
-                    .ok_or_else(|| Error::cloud("ecr:GetAuthorizationToken", "the answer holds no authorization data"))?;
-                (
-                    data.authorization_token().map(str::to_string),
-                    data.expires_at().map(|t| t.secs()),
-                )
+                let data = output.authorization_data().first().ok_or_else(|| {
+                    Error::cloud("ecr:GetAuthorizationToken", "the answer holds no authorization data")
+                })?;
+                (data.authorization_token().map(str::to_string), data.expires_at().map(|t| t.secs()))
             }
             EcrRegistry::Public { dual_stack } => {
                 let client = self.ecr_public_client(&sdk, *dual_stack, assumed);
@@ -160,10 +152,7 @@ impl Provider for Ecr {
                 let data = output.authorization_data().ok_or_else(|| {
                     Error::cloud("ecr-public:GetAuthorizationToken", "the answer holds no authorization data")
                 })?;
-                (
-                    data.authorization_token().map(str::to_string),
-                    data.expires_at().map(|t| t.secs()),
-                )
+                (data.authorization_token().map(str::to_string), data.expires_at().map(|t| t.secs()))
             }
         };
         let token = token.ok_or_else(|| Error::cloud("ECR", "the answer holds no authorization token"))?;
@@ -176,11 +165,7 @@ impl Provider for Ecr {
                 unix_now() + 3600
             }
         };
-        Ok(Credential {
-            username,
-            password,
-            expires_at,
-        })
+        Ok(Credential { username, password, expires_at })
     }
 
     async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
@@ -275,7 +260,10 @@ impl Ecr {
                 let failure = AwsFailure::from_sdk(&e);
                 Error::cloud(
                     "sts:AssumeRoleWithWebIdentity",
-                    format!("{} (role {role}: does its trust policy accept this cluster's service-account tokens?)", failure.message),
+                    format!(
+                        "{} (role {role}: does its trust policy accept this cluster's service-account tokens?)",
+                        failure.message
+                    ),
                 )
             })?;
         let credentials = output
@@ -283,7 +271,8 @@ impl Ecr {
             .ok_or_else(|| Error::cloud("sts:AssumeRoleWithWebIdentity", "the answer holds no credentials"))?;
         credential_provider::secret::register(credentials.secret_access_key());
         credential_provider::secret::register(credentials.session_token());
-        let expiry = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(credentials.expiration().secs()).unwrap_or(0));
+        let expiry =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(credentials.expiration().secs()).unwrap_or(0));
         Ok(aws_sdk_ecr::config::Credentials::new(
             credentials.access_key_id(),
             credentials.secret_access_key(),
@@ -297,9 +286,7 @@ impl Ecr {
 /// An ECR token is base64 of `user:password`.
 fn decode_token(token: &Secret) -> Result<(String, Secret), Error> {
     let malformed = || Error::cloud("ECR", "the authorization token is not base64 of user:password");
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.expose().trim())
-        .map_err(|_| malformed())?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(token.expose().trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (username, password) = decoded.split_once(':').ok_or_else(malformed)?;
     if username.is_empty() || password.is_empty() {
@@ -347,7 +334,9 @@ mod tests {
     fn role_arns() {
         assert!(validate_role_arn("arn:aws:iam::123456789012:role/puller").is_ok());
         assert!(validate_role_arn("arn:aws-cn:iam::123456789012:role/path/puller").is_ok());
-        for bad in ["puller", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x", "arn:aws:iam::123456789012:role/"] {
+        for bad in
+            ["puller", "arn:aws:iam::123:role/x", "arn:aws:iam::123456789012:user/x", "arn:aws:iam::123456789012:role/"]
+        {
             assert!(validate_role_arn(bad).is_err(), "{bad}");
         }
     }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{
-    expect_accepted, expect_no_secrets, expect_rejected, request_json, run_conformance, PluginUnderTest,
-    TestServiceAccount,
+    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
+    run_conformance,
 };
-use fake_clouds::{Fault, FakeAws};
+use fake_clouds::{FakeAws, Fault};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ecr-credential-provider");
 const PRIVATE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app";
@@ -271,7 +271,8 @@ fn kep_4412_assumes_the_annotated_role_with_the_token() {
         token: Some(token.to_string()),
         annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
     };
-    let (a, b) = (format!("token-a-{}", fake_clouds::server::nonce()), format!("token-b-{}", fake_clouds::server::nonce()));
+    let (a, b) =
+        (format!("token-a-{}", fake_clouds::server::nonce()), format!("token-b-{}", fake_clouds::server::nonce()));
     aws.add_secret(&a);
     aws.add_secret(&b);
     let exec = plugin.exec(&["-vvv"], request_json(ApiVersion::V1, PRIVATE, Some(&sa(&a)), false).as_bytes());
@@ -281,9 +282,19 @@ fn kep_4412_assumes_the_annotated_role_with_the_token() {
     assert!(signer.starts_with("ASIAFAKEROLE"), "ECR was called with the role's credentials, not the node's: {signer}");
 
     // The same token is a cache hit; another token is another identity.
-    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&a)), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    expect_accepted(
+        &plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&a)), false)),
+        ApiVersion::V1,
+        PRIVATE,
+        &aws.secrets(),
+    );
     assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 1);
-    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&b)), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    expect_accepted(
+        &plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa(&b)), false)),
+        ApiVersion::V1,
+        PRIVATE,
+        &aws.secrets(),
+    );
     assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 2);
 
     // The node's own entry is separate from the tenants'.
@@ -295,10 +306,7 @@ fn kep_4412_assumes_the_annotated_role_with_the_token() {
 fn kep_4412_without_a_role_uses_the_node_identity_and_says_so() {
     let aws = FakeAws::start();
     let plugin = plugin(&aws);
-    let sa = TestServiceAccount {
-        token: Some("token-without-role-0001".into()),
-        annotations: BTreeMap::new(),
-    };
+    let sa = TestServiceAccount { token: Some("token-without-role-0001".into()), annotations: BTreeMap::new() };
     let exec = plugin.exec(&["-v"], request_json(ApiVersion::V1, PRIVATE, Some(&sa), false).as_bytes());
     expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
     assert!(exec.stderr.contains("using the node's credentials"), "{}", exec.stderr);
@@ -307,7 +315,12 @@ fn kep_4412_without_a_role_uses_the_node_identity_and_says_so() {
     // AWS_ECR_ROLE_ARN names a role for every service account.
     let mut plugin = plugin;
     plugin.set_env("AWS_ECR_ROLE_ARN", ROLE);
-    expect_accepted(&plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    expect_accepted(
+        &plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false)),
+        ApiVersion::V1,
+        PRIVATE,
+        &aws.secrets(),
+    );
     assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 1);
 }
 
@@ -384,7 +397,10 @@ fn bad_requests_are_refused_with_one_line_and_nothing_on_stdout() {
         ("not JSON".into(), b"image=nginx".to_vec()),
         ("wrong kind".into(), v1(PRIVATE).replace("CredentialProviderRequest", "Pod").into_bytes()),
         ("unknown apiVersion".into(), v1(PRIVATE).replace("/v1\"", "/v2\"").into_bytes()),
-        ("missing image".into(), br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#.to_vec()),
+        (
+            "missing image".into(),
+            br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#.to_vec(),
+        ),
         ("control character".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a\u{1b}b").into_bytes()),
         ("space".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a b").into_bytes()),
         ("lookalike suffix".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x").into_bytes()),
@@ -393,10 +409,22 @@ fn bad_requests_are_refused_with_one_line_and_nothing_on_stdout() {
         ("dot-dot".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/../x").into_bytes()),
         ("port".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com:444/x").into_bytes()),
         ("docker hub".into(), v1("nginx").into_bytes()),
-        ("bad role".into(), request_json(ApiVersion::V1, PRIVATE, Some(&TestServiceAccount {
-            token: Some("t0ken-for-bad-role".into()),
-            annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), "not-an-arn".to_string())]),
-        }), false).into_bytes()),
+        (
+            "bad role".into(),
+            request_json(
+                ApiVersion::V1,
+                PRIVATE,
+                Some(&TestServiceAccount {
+                    token: Some("t0ken-for-bad-role".into()),
+                    annotations: BTreeMap::from([(
+                        "eks.amazonaws.com/ecr-role-arn".to_string(),
+                        "not-an-arn".to_string(),
+                    )]),
+                }),
+                false,
+            )
+            .into_bytes(),
+        ),
     ];
     for (name, body) in cases {
         let exec = plugin.exec(&[], &body);
@@ -414,7 +442,8 @@ fn image_flag_accepts_what_a_person_types() {
     let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     for image in [format!("{PRIVATE}:1.0"), format!("{PRIVATE}@{digest}"), format!("{PUBLIC}:latest")] {
         let exec = plugin.exec(&["--image", &image], b"");
-        let normalized = image.split(['@']).next().unwrap_or_default().rsplit_once(':').map_or(image.as_str(), |(n, _)| n);
+        let normalized =
+            image.split(['@']).next().unwrap_or_default().rsplit_once(':').map_or(image.as_str(), |(n, _)| n);
         expect_accepted(&exec, ApiVersion::V1, normalized, &aws.secrets());
     }
     let token_file = plugin.home().join("token");
@@ -480,7 +509,11 @@ fn check_reports_every_pull_permission() {
         "ecr:ListImages",
         "ecr:BatchGetImage",
     ] {
-        let row = exec.stdout.lines().find(|l| l.starts_with(action)).unwrap_or_else(|| panic!("{action} in {}", exec.stdout));
+        let row = exec
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(action))
+            .unwrap_or_else(|| panic!("{action} in {}", exec.stdout));
         assert!(row.contains("allowed"), "{row}");
     }
     assert!(exec.stdout.contains("arn:aws:iam::123456789012:user/fake"), "{}", exec.stdout);
@@ -495,7 +528,9 @@ fn check_reports_every_pull_permission() {
         .as_array()
         .expect("checks")
         .iter()
-        .map(|c| (c["action"].as_str().unwrap_or_default().to_string(), c["result"].as_str().unwrap_or_default().to_string()))
+        .map(|c| {
+            (c["action"].as_str().unwrap_or_default().to_string(), c["result"].as_str().unwrap_or_default().to_string())
+        })
         .collect();
     assert_eq!(results["ecr:ListImages"], "denied");
     assert_eq!(results["ecr:BatchGetImage"], "denied");

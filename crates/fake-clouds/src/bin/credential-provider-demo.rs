@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
-use fake_clouds::conformance::{request_json, Exec, PluginUnderTest, TestServiceAccount};
-use fake_clouds::{Fault, FakeAws};
+use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json};
+use fake_clouds::{FakeAws, Fault};
 
 fn main() {
     let dir = std::env::current_exe()
@@ -103,11 +103,7 @@ fn ecr(binary: &Path) {
     let body = request_json(ApiVersion::V1, cold, None, false);
     let started = Instant::now();
     let children: Vec<_> = (0..32).map(|_| plugin.spawn(&[], body.as_bytes())).collect();
-    let ok = children
-        .into_iter()
-        .filter_map(|c| c.wait_with_output().ok())
-        .filter(|o| o.status.success())
-        .count();
+    let ok = children.into_iter().filter_map(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).count();
     aws.set_fault(None);
     println!(
         "{ok}/32 answered in {:.0} ms with {} token call(s)",

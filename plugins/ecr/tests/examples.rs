@@ -1,0 +1,74 @@
+//! The example kubelet configs send every ECR host to the plugin, and nothing else.
+
+use std::path::Path;
+
+use credential_provider::matching::urls_match;
+use ecr_credential_provider::hosts::EcrRegistry;
+
+/// The `matchImages` entries of a CredentialProviderConfig file: the quoted
+/// list items under the key.
+fn match_images(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut patterns = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed == "matchImages:" {
+            inside = true;
+        } else if inside && trimmed.starts_with("- ") {
+            patterns.push(trimmed[2..].trim_matches('"').to_string());
+        } else if inside && !trimmed.starts_with('#') {
+            inside = false;
+        }
+    }
+    assert!(!patterns.is_empty(), "{} has no matchImages", path.display());
+    patterns
+}
+
+#[test]
+fn the_full_example_covers_every_host_form_and_no_lookalike() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ecr/credential-provider-config.yaml"));
+    let patterns = match_images(path);
+    let a = "123456789012";
+    let served = [
+        format!("{a}.dkr.ecr.us-east-1.amazonaws.com/app"),
+        format!("{a}.dkr.ecr-fips.us-gov-west-1.amazonaws.com/app"),
+        format!("{a}.dkr.ecr.cn-north-1.amazonaws.com.cn/app"),
+        format!("{a}.dkr.ecr.eusc-de-east-1.amazonaws.eu/app"),
+        format!("{a}.dkr.ecr.us-iso-east-1.c2s.ic.gov/app"),
+        format!("{a}.dkr.ecr.us-isob-east-1.sc2s.sgov.gov/app"),
+        format!("{a}.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk/app"),
+        format!("{a}.dkr.ecr.us-isof-south-1.csp.hci.ic.gov/app"),
+        format!("{a}.dkr-ecr.eu-west-1.on.aws/app"),
+        format!("{a}.dkr-ecr-fips.us-east-1.on.aws/app"),
+        format!("{a}.dkr-ecr.cn-northwest-1.on.amazonwebservices.com.cn/app"),
+        "public.ecr.aws/nginx/nginx".to_string(),
+        "ecr-public.aws.com/nginx/nginx".to_string(),
+    ];
+    for image in &served {
+        let host = image.split('/').next().unwrap_or_default();
+        assert!(EcrRegistry::from_host(host).is_some(), "the plugin serves {host}");
+        assert!(patterns.iter().any(|p| urls_match(p, image)), "no matchImages entry sends {image} to the plugin");
+    }
+    for image in [
+        format!("{a}.dkr.ecr.us-east-1.amazonaws.com.evil.io/app"),
+        format!("evil.io/{a}.dkr.ecr.us-east-1.amazonaws.com/app"),
+        "docker.io/library/nginx".to_string(),
+        "public.ecr.aws.evil.io/x".to_string(),
+    ] {
+        assert!(!patterns.iter().any(|p| urls_match(p, &image)), "{image} must not reach the plugin");
+    }
+}
+
+#[test]
+fn the_service_account_example_is_a_subset_of_what_the_plugin_serves() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/ecr/credential-provider-config-service-account.yaml"
+    ));
+    for pattern in match_images(path) {
+        // Each wildcard stands for one label: the account, then the region.
+        let host = pattern.replacen('*', "123456789012", 1).replacen('*', "us-east-1", 1);
+        assert!(EcrRegistry::from_host(&host).is_some(), "{pattern} (as {host}) is not an ECR host");
+    }
+}
