@@ -295,6 +295,29 @@ impl Cache {
         entries
     }
 
+    /// Removes the temp files of writers that died between creating and
+    /// renaming them (a kill, a power cut), once they are `older_than`.
+    pub fn remove_abandoned_temp_files(&self, plugin: &str, older_than: Duration) {
+        let prefix = format!(".{plugin}-");
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in dir.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with(&prefix) && name.ends_with(".tmp")) {
+                continue;
+            }
+            let abandoned = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age >= older_than));
+            if abandoned {
+                self.remove(&entry.path());
+            }
+        }
+    }
+
     /// Removes an entry file; a file already gone is not an error.
     pub fn remove(&self, path: &Path) {
         if let Err(e) = fs::remove_file(path)
@@ -436,6 +459,24 @@ mod tests {
         assert!(second.is_none(), "a second lock must wait");
         drop(held);
         assert!(cache.lock("test", &key, Duration::ZERO).expect("lock").is_some());
+    }
+
+    #[test]
+    fn abandoned_temp_files_are_ignored_then_removed() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(temp.path()).expect("open");
+        let key = CacheKey::derive("test", &["x"]);
+        let abandoned = temp.path().join(format!(".test-{}.999.0.tmp", key.as_str()));
+        fs::write(&abandoned, "{\"format\":1,\"plugin\":\"te").expect("partial write");
+        assert!(cache.read("test", &key).is_none());
+        assert!(cache.entries("test").is_empty(), "temp files are not entries");
+        cache.write(&entry(&key, unix_now())).expect("write");
+        assert!(cache.read("test", &key).is_some());
+        cache.remove_abandoned_temp_files("test", Duration::from_secs(3600));
+        assert!(abandoned.exists(), "a recent temp file may belong to a live writer");
+        cache.remove_abandoned_temp_files("test", Duration::ZERO);
+        assert!(!abandoned.exists());
+        assert!(cache.read("test", &key).is_some());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub const STALE_CACHE_DURATION: Duration = Duration::from_secs(30);
 /// Entries that need a service-account token are deleted this long after they
 /// expire: nothing can renew them, and tokens rotate hourly.
 const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
+/// A temp file this old belongs to no live writer: a write takes milliseconds.
+const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
 struct Cli<A: clap::Args> {
@@ -387,6 +389,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// One `refresh` pass; returns how many entries failed to renew.
 fn refresh_pass<P: Provider>(provider: &P, cache: &Cache) -> usize {
+    cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
     let mut failed = 0;
     for (path, entry) in cache.entries(P::NAME) {
         let now = cache::unix_now();

@@ -293,7 +293,9 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
     let operation = format!("sts:{action}");
     let (_, _, denied) = count(state, &operation);
     if denied {
-        return sts_error(403, "AccessDenied", &format!("not authorized to perform {operation}"));
+        // Echo the token, as a careless server might: the plugin must scrub it.
+        let token = form.get("WebIdentityToken").map(String::as_str).unwrap_or("");
+        return sts_error(403, "AccessDenied", &format!("not authorized to perform {operation} with token {token}"));
     }
     match action {
         "AssumeRoleWithWebIdentity" => {

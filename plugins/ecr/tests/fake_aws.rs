@@ -335,8 +335,10 @@ fn a_failed_role_assumption_never_falls_back_to_the_node() {
     };
     aws.add_secret("token-denied-000001");
     let exec = plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false));
+    // The fake echoes the token in its error; the plugin's line must not.
     expect_rejected(&exec, &aws.secrets());
     assert!(exec.stderr.contains("sts:AssumeRoleWithWebIdentity"), "{}", exec.stderr);
+    assert!(exec.stderr.contains("with token [redacted]"), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 0);
 }
 
