@@ -20,6 +20,9 @@ pub const EXIT_CLOUD: i32 = 2;
 /// Everything that can end a plugin run early.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The command line is wrong.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Request(#[from] RequestError),
     #[error("{0}")]

@@ -126,8 +126,16 @@ fn run_with_args<P: Provider>(args: Vec<std::ffi::OsString>) -> Result<(), Error
                 print!("{e}");
                 return Ok(());
             }
-            let _ = e.print();
-            std::process::exit(crate::error::EXIT_USAGE);
+            // clap's own rendering spans several lines; the kubelet logs one.
+            let rendered = e.render().to_string();
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let message = message.join(" ");
+            return Err(Error::Usage(format!("{}; see --help", message.trim_start_matches("error: "))));
         }
     };
     let cli = Cli::<P::Args>::from_arg_matches(&matches).map_err(|e| Error::Config(e.to_string()))?;

@@ -557,7 +557,10 @@ fn version_and_help_need_no_request() {
     let exec = plugin.exec(&["--help"], b"");
     assert_eq!(exec.code, Some(0));
     assert!(exec.stdout.contains("check"));
-    let exec = plugin.exec(&["--no-such-flag"], b"");
-    assert_eq!(exec.code, Some(1));
-    assert_eq!(exec.stdout, "");
+    for args in [&["--no-such-flag"][..], &["check"], &["refresh", "--every", "soon"], &["surprise"]] {
+        let exec = plugin.exec(args, b"");
+        expect_rejected(&exec, &[]);
+        assert_eq!(exec.code, Some(1), "{args:?}");
+        assert!(exec.stderr.contains("see --help"), "{}", exec.stderr);
+    }
 }
