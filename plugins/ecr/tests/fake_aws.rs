@@ -479,7 +479,7 @@ fn refresh_renews_stale_entries_so_execs_stay_offline() {
     let exec = plugin.exec(&["refresh"], b"");
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 2);
-    std::thread::sleep(Duration::from_millis(3200));
+    std::thread::sleep(Duration::from_millis(3600));
     let exec = plugin.exec(&["refresh"], b"");
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
     assert_eq!(exec.stdout, "");
@@ -489,7 +489,7 @@ fn refresh_renews_stale_entries_so_execs_stay_offline() {
     expect_accepted(&plugin.request(&request(PUBLIC)), ApiVersion::V1, PUBLIC, &aws.secrets());
     assert_eq!(aws.token_calls(), 4, "after a refresh pass an exec makes no call");
     // A failing cloud makes refresh fail, and say which entry.
-    std::thread::sleep(Duration::from_millis(3200));
+    std::thread::sleep(Duration::from_millis(3600));
     aws.set_fault(Some(Fault::Status(500)));
     let exec = plugin.exec(&["refresh"], b"");
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
