@@ -7,7 +7,7 @@
 //! told to deny an action or to fail token calls in the ways clouds fail.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -79,8 +79,8 @@ impl FakeAws {
         self.server.url()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AwsState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, AwsState> {
+        lock(&self.state)
     }
 
     /// The environment that points the AWS SDK at this fake, for every service.
@@ -179,6 +179,11 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
     }
 }
 
+/// The state, even if a handler panicked while holding it.
+fn lock(state: &Shared) -> MutexGuard<'_, AwsState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The access key id in a SigV4 `Authorization` header.
 fn signer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("authorization")?.to_str().ok()?;
@@ -187,7 +192,7 @@ fn signer(headers: &HeaderMap) -> Option<String> {
 }
 
 fn count(state: &Shared, operation: &str) -> (Option<Fault>, Duration, bool) {
-    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = lock(state);
     *s.calls.entry(operation.to_string()).or_default() += 1;
     (s.fault.clone(), s.token_lifetime.unwrap_or(Duration::from_secs(12 * 3600)), s.denied.contains(operation))
 }
@@ -218,7 +223,7 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
     let action = format!("{service}:{op}");
     let (fault, lifetime, denied) = count(state, &action);
     if let Some(signer) = signer {
-        state.lock().unwrap_or_else(|e| e.into_inner()).signers.push(signer);
+        lock(state).signers.push(signer);
     }
     if denied {
         return aws_error(
@@ -248,7 +253,7 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
             let password = format!("fake-ecr-password-{}", nonce());
             let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
             {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(state);
                 s.issued_passwords.push(password.clone());
                 s.secrets.push(password);
                 s.secrets.push(token.clone());
@@ -311,7 +316,7 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
                 format!("fake-role-session-{n}"),
             );
             {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(state);
                 s.assumed.push((role.clone(), token));
                 s.secrets.push(secret.clone());
                 s.secrets.push(session.clone());
@@ -367,7 +372,7 @@ fn imds(state: &Shared, method: &Method, path: &str, headers: &HeaderMap) -> Res
     if path == "/latest/api/token" && method == Method::PUT {
         count(state, "imds:token");
         let token = format!("{TOKEN_PREFIX}{}", nonce());
-        state.lock().unwrap_or_else(|e| e.into_inner()).secrets.push(token.clone());
+        lock(state).secrets.push(token.clone());
         return (StatusCode::OK, [("x-aws-ec2-metadata-token-ttl-seconds", "21600")], token).into_response();
     }
     let authorized = headers
@@ -385,7 +390,7 @@ fn imds(state: &Shared, method: &Method, path: &str, headers: &HeaderMap) -> Res
             let n = nonce();
             let (secret, session) = (format!("fake-imds-secret-{n}"), format!("fake-imds-token-{n}"));
             {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(state);
                 s.secrets.push(secret.clone());
                 s.secrets.push(session.clone());
             }

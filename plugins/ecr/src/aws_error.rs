@@ -85,6 +85,11 @@ impl AwsFailure {
         }
     }
 
+    /// The error that ends an exec: the action, what AWS said, and a hint.
+    pub fn into_error(self, action: &str) -> credential_provider::Error {
+        credential_provider::Error::cloud(action, format!("{}{}", self.message, self.hint()))
+    }
+
     /// A hint for the error line, where the cause is a common one.
     pub fn hint(&self) -> &'static str {
         match self.outcome().0 {

@@ -134,10 +134,11 @@ impl Provider for Ecr {
         let (token, expires_at) = match &target.registry {
             EcrRegistry::Private { fips, dual_stack, .. } => {
                 let client = self.ecr_client(&sdk, *fips, *dual_stack, assumed);
-                let output = client.get_authorization_token().send().await.map_err(|e| {
-                    let failure = AwsFailure::from_sdk(&e);
-                    Error::cloud("ecr:GetAuthorizationToken", format!("{}{}", failure.message, failure.hint()))
-                })?;
+                let output = client
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| AwsFailure::from_sdk(&e).into_error("ecr:GetAuthorizationToken"))?;
                 let data = output.authorization_data().first().ok_or_else(|| {
                     Error::cloud("ecr:GetAuthorizationToken", "the answer holds no authorization data")
                 })?;
@@ -145,10 +146,11 @@ impl Provider for Ecr {
             }
             EcrRegistry::Public { dual_stack } => {
                 let client = self.ecr_public_client(&sdk, *dual_stack, assumed);
-                let output = client.get_authorization_token().send().await.map_err(|e| {
-                    let failure = AwsFailure::from_sdk(&e);
-                    Error::cloud("ecr-public:GetAuthorizationToken", format!("{}{}", failure.message, failure.hint()))
-                })?;
+                let output = client
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| AwsFailure::from_sdk(&e).into_error("ecr-public:GetAuthorizationToken"))?;
                 let data = output.authorization_data().ok_or_else(|| {
                     Error::cloud("ecr-public:GetAuthorizationToken", "the answer holds no authorization data")
                 })?;
