@@ -276,46 +276,42 @@ impl Cache {
 
     /// Every entry file of `plugin`, with its content when it parses.
     pub fn entries(&self, plugin: &str) -> Vec<(PathBuf, Option<CachedCredential>)> {
-        let prefix = format!("{plugin}-");
-        let Ok(dir) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut entries: Vec<_> = dir
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+        self.files(&format!("{plugin}-"), ".json")
+            .into_iter()
+            .map(|path| {
+                let entry = read_entry(&path);
+                (path, entry)
             })
-            .map(|p| {
-                let entry = read_entry(&p);
-                (p, entry)
-            })
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries
+            .collect()
     }
 
     /// Removes the temp files of writers that died between creating and
     /// renaming them (a kill, a power cut), once they are `older_than`.
     pub fn remove_abandoned_temp_files(&self, plugin: &str, older_than: Duration) {
-        let prefix = format!(".{plugin}-");
-        let Ok(dir) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in dir.filter_map(Result::ok) {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !(name.starts_with(&prefix) && name.ends_with(".tmp")) {
-                continue;
-            }
-            let abandoned = entry
-                .metadata()
+        for path in self.files(&format!(".{plugin}-"), ".tmp") {
+            let abandoned = fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age >= older_than));
             if abandoned {
-                self.remove(&entry.path());
+                self.remove(&path);
             }
         }
+    }
+
+    /// The files of the cache directory named `<prefix>…<suffix>`, sorted.
+    fn files(&self, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = dir
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+            })
+            .collect();
+        paths.sort();
+        paths
     }
 
     /// Removes an entry file; a file already gone is not an error.
