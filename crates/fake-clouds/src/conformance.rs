@@ -33,6 +33,27 @@ pub struct Exec {
     pub stderr: String,
 }
 
+impl Exec {
+    /// Waits for a spawned plugin and collects what it printed.
+    pub fn wait(child: Child) -> Exec {
+        let output = child.wait_with_output().expect("wait for plugin");
+        Exec {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// The directory of the running executable, where Cargo also puts the plugin
+/// binaries of the same build (for the demo and the benchmark).
+pub fn sibling_binaries(fallback: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from(fallback))
+}
+
 /// A service account as the kubelet sends it (KEP-4412).
 #[derive(Clone, Debug, Default)]
 pub struct TestServiceAccount {
@@ -101,12 +122,14 @@ impl PluginUnderTest {
 
     /// Runs the plugin to completion.
     pub fn exec(&self, args: &[&str], stdin: &[u8]) -> Exec {
-        let output = self.spawn(args, stdin).wait_with_output().expect("wait for plugin");
-        Exec {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Exec::wait(self.spawn(args, stdin))
+    }
+
+    /// Starts `count` plugins at once, as the kubelet does at node boot, and
+    /// waits for them all.
+    pub fn exec_together(&self, count: usize, args: &[&str], stdin: &[u8]) -> Vec<Exec> {
+        let children: Vec<Child> = (0..count).map(|_| self.spawn(args, stdin)).collect();
+        children.into_iter().map(Exec::wait).collect()
     }
 
     /// Sends one request on stdin, as the kubelet does.

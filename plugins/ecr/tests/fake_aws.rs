@@ -218,15 +218,8 @@ fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
     aws.set_fault(Some(Fault::Slow(Duration::from_millis(500))));
     let plugin = plugin(&aws);
     let body = request(PRIVATE);
-    let children: Vec<_> = (0..32).map(|_| plugin.spawn(&[], body.as_bytes())).collect();
     let mut passwords = std::collections::BTreeSet::new();
-    for child in children {
-        let output = child.wait_with_output().expect("wait");
-        let exec = fake_clouds::Exec {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
+    for exec in plugin.exec_together(32, &[], body.as_bytes()) {
         let response = expect_accepted(&exec, ApiVersion::V1, PRIVATE, &aws.secrets());
         passwords.extend(response.auth.into_values().map(|a| a.password));
     }

@@ -6,12 +6,12 @@
 //! (wall time, and how many token calls they made between them). Medians of
 //! several runs; the table is Markdown, for the README.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
-use fake_clouds::conformance::{PluginUnderTest, request_json};
+use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
 use fake_clouds::{FakeAws, Fault};
 
 /// One plugin to measure: its binary, how to point it at a fake cloud, and an
@@ -47,10 +47,7 @@ fn main() {
             }
         }
     }
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target/release"));
+    let dir = sibling_binaries("target/release");
     let clouds = FakeClouds { aws: FakeAws::start() };
 
     println!(
@@ -91,12 +88,7 @@ fn measure(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) {
     clouds.aws.set_fault(Some(Fault::Slow(Duration::from_millis(100))));
     let before = (target.token_calls)(clouds);
     let started = Instant::now();
-    let children: Vec<_> = (0..64).map(|_| burst.spawn(&[], request.as_bytes())).collect();
-    let failed = children
-        .into_iter()
-        .map(|c| c.wait_with_output())
-        .filter(|o| !matches!(o, Ok(o) if o.status.success()))
-        .count();
+    let failed = burst.exec_together(64, &[], request.as_bytes()).iter().filter(|e| e.code != Some(0)).count();
     let burst_wall = started.elapsed();
     clouds.aws.set_fault(None);
     let calls = (target.token_calls)(clouds) - before;

@@ -9,14 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
-use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json};
+use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
 use fake_clouds::{FakeAws, Fault};
 
 fn main() {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target/debug"));
+    let dir = sibling_binaries("target/debug");
     let mut ran = 0;
     if let Some(binary) = find(&dir, "ecr-credential-provider") {
         ecr(&binary);
@@ -102,8 +99,7 @@ fn ecr(binary: &Path) {
     let before = aws.token_calls();
     let body = request_json(ApiVersion::V1, cold, None, false);
     let started = Instant::now();
-    let children: Vec<_> = (0..32).map(|_| plugin.spawn(&[], body.as_bytes())).collect();
-    let ok = children.into_iter().filter_map(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).count();
+    let ok = plugin.exec_together(32, &[], body.as_bytes()).iter().filter(|e| e.code == Some(0)).count();
     aws.set_fault(None);
     println!(
         "{ok}/32 answered in {:.0} ms with {} token call(s)",
