@@ -30,6 +30,16 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// How a failed step reads: a refusal is `Denied`, anything else `Unknown`.
+    pub fn of_error(error: &crate::error::Error) -> Outcome {
+        match error {
+            crate::error::Error::Denied { .. } => Outcome::Denied,
+            _ => Outcome::Unknown,
+        }
+    }
+}
+
 /// One permission and what the cloud said about it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckStep {

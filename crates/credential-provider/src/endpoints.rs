@@ -51,7 +51,7 @@ impl Endpoints {
         for variable in SDK_VARIABLES {
             if let Some(value) = lookup(variable).filter(|v| !v.is_empty()) {
                 let value = value.trim_end_matches('/').to_string();
-                validate(variable, &value)?;
+                validate_url(variable, &value)?;
                 sdk.insert(variable.to_string(), value);
             }
         }
@@ -72,6 +72,11 @@ impl Endpoints {
     /// The base URL for calls to the registry at `host` (`host[:port]`).
     pub fn registry(&self, host: &str) -> String {
         self.registries.get(host).cloned().unwrap_or_else(|| format!("https://{host}"))
+    }
+
+    /// The override for the registry at `host` (`host[:port]`), if one is set.
+    pub fn registry_override(&self, host: &str) -> Option<&str> {
+        self.registries.get(host).map(String::as_str)
     }
 
     /// Every override in force, as `name=url` strings: part of a cache key, so
@@ -104,14 +109,15 @@ fn parse_list(variable: &str, value: Option<&str>) -> Result<BTreeMap<String, St
         if name.is_empty() || url.is_empty() {
             return Err(EndpointError::Malformed { variable: variable.to_string(), entry: entry.to_string() });
         }
-        validate(variable, url)?;
+        validate_url(variable, url)?;
         map.insert(name.to_string(), url.to_string());
     }
     Ok(map)
 }
 
 /// Accepts `https://` anywhere and `http://` only to a loopback address.
-fn validate(variable: &str, url: &str) -> Result<(), EndpointError> {
+/// `source` says where the URL came from (a variable, a file), for the error.
+pub fn validate_url(variable: &str, url: &str) -> Result<(), EndpointError> {
     let refuse = |reason| EndpointError::Refused { variable: variable.to_string(), url: url.to_string(), reason };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| refuse("is not a URL (expected https://host[:port])"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");

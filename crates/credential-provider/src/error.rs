@@ -41,6 +41,10 @@ pub enum Error {
     /// `message` says what happened and, where it can, what to do.
     #[error("{service}: {message}")]
     Cloud { service: String, message: String },
+    /// The cloud refused the identity (HTTP 401 or 403): a permission or trust
+    /// problem to fix, not a failure to retry.
+    #[error("{service}: {message}")]
+    Denied { service: String, message: String },
     /// `check` ran and found steps that did not pass.
     #[error("{0}")]
     CheckFailed(String),
@@ -52,10 +56,15 @@ impl Error {
         Error::Cloud { service: service.into(), message: message.into() }
     }
 
+    /// A refusal by `service`.
+    pub fn denied(service: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Denied { service: service.into(), message: message.into() }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Cloud { .. } | Error::CheckFailed(_) => EXIT_CLOUD,
+            Error::Cloud { .. } | Error::Denied { .. } | Error::CheckFailed(_) => EXIT_CLOUD,
             _ => EXIT_USAGE,
         }
     }

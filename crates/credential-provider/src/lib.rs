@@ -9,6 +9,8 @@
 //! - [`cache`]: the on-disk cache shared by every exec, with its locking;
 //! - [`endpoints`]: where each call goes, and the overrides tests use;
 //! - [`check`]: the permission report of `check`;
+//! - [`http`]: the HTTP client, with its timeouts, retries and budget;
+//! - [`registry`]: the OCI token handshake that proves a credential grants pull;
 //! - [`secret`]: keeping secrets out of logs and errors;
 //! - [`runner`]: the command line and the flow of one request.
 
@@ -16,10 +18,12 @@ pub mod cache;
 pub mod check;
 pub mod endpoints;
 pub mod error;
+pub mod http;
 pub mod image;
 pub mod matching;
 pub mod protocol;
 pub mod provider;
+pub mod registry;
 pub mod runner;
 pub mod secret;
 
@@ -28,6 +32,6 @@ pub use endpoints::Endpoints;
 pub use error::Error;
 pub use image::ImageRef;
 pub use protocol::ServiceAccount;
-pub use provider::{Credential, Plan, Provider};
+pub use provider::{Credential, Plan, Provider, ResponseOverrides};
 pub use runner::run;
 pub use secret::Secret;

@@ -6,7 +6,7 @@ use crate::check::CheckReport;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::image::ImageRef;
-use crate::protocol::ServiceAccount;
+use crate::protocol::{CacheKeyType, ServiceAccount};
 use crate::secret::Secret;
 
 /// A registry credential fresh from the cloud.
@@ -37,6 +37,17 @@ pub struct Plan<T> {
     pub service_account_token: Option<Secret>,
 }
 
+/// What a plugin imposes on every response, where its upstream counterpart
+/// let users choose (the GCP plugin's `KUBE_SIDECAR_CACHE_*` variables).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponseOverrides {
+    /// Instead of `Registry`.
+    pub cache_key_type: Option<CacheKeyType>,
+    /// Instead of the time left until the refresh point; never beyond the
+    /// credential's expiry.
+    pub cache_duration: Option<std::time::Duration>,
+}
+
 /// One cloud's plugin. The core's runner does everything else: the protocol,
 /// the command line, the cache, logging and exit codes.
 ///
@@ -52,6 +63,11 @@ pub trait Provider: Sized {
     const ABOUT: &'static str;
     /// The fraction of a credential's lifetime after which it is renewed.
     const REFRESH_FRACTION: f64 = 0.5;
+
+    /// Subcommands of the upstream plugin that mean "answer a request" and are
+    /// accepted as the first argument so that its kubelet config works unchanged
+    /// (`get-credentials` for the GCP plugin).
+    const COMPAT_SUBCOMMANDS: &'static [&'static str] = &[];
 
     /// The plugin's own command-line flags.
     type Args: clap::Args + Debug;
@@ -70,4 +86,9 @@ pub trait Provider: Sized {
 
     /// Checks, with this node's identity, every permission a pull of `image` needs.
     async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error>;
+
+    /// What every response must say regardless of the credential.
+    fn response_overrides(&self) -> ResponseOverrides {
+        ResponseOverrides::default()
+    }
 }

@@ -112,7 +112,10 @@ pub fn run<P: Provider>() -> ! {
     std::process::exit(code)
 }
 
-fn run_with_args<P: Provider>(args: Vec<std::ffi::OsString>) -> Result<(), Error> {
+fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), Error> {
+    if args.get(1).is_some_and(|first| P::COMPAT_SUBCOMMANDS.iter().any(|name| first == name)) {
+        args.remove(1);
+    }
     let command = Cli::<P::Args>::command()
         .name(P::BINARY)
         .bin_name(P::BINARY)
@@ -214,11 +217,16 @@ pub fn answer<P: Provider>(
     let plan = provider.plan(&image, request.service_account.as_ref())?;
     tracing::debug!(registry = %plan.registry, target = ?plan.target, "planned");
     let (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+    let overrides = provider.response_overrides();
+    let cache_duration = match overrides.cache_duration {
+        Some(chosen) => chosen.min(Duration::from_secs(credential.expires_at.saturating_sub(cache::unix_now()))),
+        None => cache_duration,
+    };
     let mut auth = BTreeMap::new();
     auth.insert(plan.registry.clone(), AuthConfig { username: credential.username, password: credential.password });
     Ok(CredentialProviderResponse {
         api_version: request.api_version,
-        cache_key_type: CacheKeyType::Registry,
+        cache_key_type: overrides.cache_key_type.unwrap_or(CacheKeyType::Registry),
         cache_duration,
         auth,
     })
@@ -469,10 +477,8 @@ fn format_time(unix: u64) -> String {
 /// `period` give or take 10 %, so that a fleet of nodes started together does
 /// not renew in lockstep.
 fn jittered(period: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let spread = period.as_secs_f64() * 0.2;
-    let offset = (random as f64 / u64::MAX as f64) * spread - spread / 2.0;
+    let offset = crate::http::random_fraction() * spread - spread / 2.0;
     Duration::from_secs_f64((period.as_secs_f64() + offset).max(1.0))
 }
 

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
+pub use crate::server::Fault;
 use crate::server::{FakeServer, nonce};
 
 /// The account every fake identity belongs to.
@@ -25,19 +26,6 @@ pub const ACCOUNT: &str = "123456789012";
 pub const IMDS_ROLE: &str = "fake-node-role";
 /// The access key id of the fake instance profile's credentials.
 pub const IMDS_ACCESS_KEY_ID: &str = "ASIAFAKEIMDSNODE0001";
-
-/// How a token call should fail.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fault {
-    /// Answer with this status and an AWS error body (429 carries Retry-After).
-    Status(u16),
-    /// Answer correctly, after this long.
-    Slow(Duration),
-    /// Answer 200 with a body that is not JSON.
-    Garbage,
-    /// Answer with a token that expired an hour ago.
-    Expired,
-}
 
 #[derive(Debug, Default)]
 struct AwsState {

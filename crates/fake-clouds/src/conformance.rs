@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use credential_provider::matching::RegistryPattern;
+pub use credential_provider::protocol::parse_go_duration;
 use credential_provider::protocol::ApiVersion;
 use serde::Deserialize;
 
@@ -276,57 +277,9 @@ pub fn run_conformance(
     responses
 }
 
-/// Parses a Go duration (`1h2m3.5s`, `300ms`, `0s`) into seconds.
-pub fn parse_go_duration(text: &str) -> Option<f64> {
-    let (negative, mut rest) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    if rest == "0" {
-        return Some(0.0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if number_end == 0 {
-            return None;
-        }
-        let value: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" | "μs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(if negative { -total } else { total })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("0s"), Some(0.0));
-        assert_eq!(parse_go_duration("0"), Some(0.0));
-        assert_eq!(parse_go_duration("5h59m30s"), Some(21570.0));
-        assert_eq!(parse_go_duration("1.5s"), Some(1.5));
-        assert_eq!(parse_go_duration("-1m"), Some(-60.0));
-        for bad in ["", "5", "1x", "h", "1h 2m"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn strict_decoding_rejects_what_the_kubelet_rejects() {

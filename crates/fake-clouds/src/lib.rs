@@ -7,9 +7,14 @@
 
 pub mod aws;
 pub mod conformance;
+pub mod google;
 pub mod moto;
+pub mod registry;
 pub mod server;
 
-pub use aws::{FakeAws, Fault};
+pub use aws::FakeAws;
+pub use google::FakeGoogle;
+pub use registry::FakeRegistry;
+pub use server::Fault;
 pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use server::FakeServer;

@@ -2,9 +2,23 @@
 
 use std::net::SocketAddr;
 use std::thread;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::sync::oneshot;
+
+/// How a fake cloud's token calls should fail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer with this status and the cloud's error body (429 carries Retry-After).
+    Status(u16),
+    /// Answer correctly, after this long.
+    Slow(Duration),
+    /// Answer 200 with a body that is not JSON.
+    Garbage,
+    /// Answer with a token that expired an hour ago.
+    Expired,
+}
 
 /// A running server; it stops when dropped.
 #[derive(Debug)]

@@ -1,0 +1,326 @@
+//! The HTTP client for every call a plugin makes itself (the AWS SDK brings
+//! its own): rustls, short timeouts, proxies from the environment, and retries
+//! with backoff and jitter on throttling and server errors, all inside a budget
+//! that keeps one exec well under the kubelet's 60 s limit.
+//!
+//! A call answers with a [`Reply`] whatever its status: a 401 or 403 means
+//! something different to each cloud, so the caller reads it. Only transport
+//! failures (and retries that ran out on a 429 or 5xx) become errors here.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::secret;
+
+/// How long a TCP and TLS connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one attempt may take, answer included.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call may take, retries and waits included.
+pub const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// Attempts per call, the first included.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured; a longer one ends the call instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The largest answer read: token answers are a few kilobytes.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A configured client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Http {
+    client: Client,
+}
+
+impl Http {
+    /// A client that honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+    pub fn new() -> Result<Http, Error> {
+        Http::build(reqwest::Client::builder())
+    }
+
+    /// A client that never uses a proxy: for link-local metadata services,
+    /// which a proxy cannot reach and must never see.
+    pub fn direct() -> Result<Http, Error> {
+        Http::build(reqwest::Client::builder().no_proxy())
+    }
+
+    fn build(builder: reqwest::ClientBuilder) -> Result<Http, Error> {
+        let client = builder
+            .user_agent(concat!("kubelet-credential-providers/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(ATTEMPT_TIMEOUT)
+            // A redirect could carry an Authorization header elsewhere; no
+            // identity or registry API we call redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", cause(&e))))?;
+        Ok(Http { client })
+    }
+
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.client.post(url)
+    }
+
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.client.put(url)
+    }
+
+    /// Sends `request`, retrying transport failures, 408, 429 and 5xx with
+    /// backoff and jitter (or the server's `Retry-After`), within [`CALL_BUDGET`].
+    /// `service` names the API in errors and logs.
+    pub async fn send(&self, service: &str, request: RequestBuilder) -> Result<Reply, Error> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let this = request
+                .try_clone()
+                .ok_or_else(|| Error::cloud(service, "the request has a body that cannot be re-sent"))?;
+            let remaining = CALL_BUDGET.saturating_sub(started.elapsed());
+            let outcome = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), send_once(this)).await;
+            let (result, server_wait) = match outcome {
+                Ok(Ok(reply)) if !is_retryable(reply.status) => return Ok(reply),
+                Ok(Ok(reply)) => {
+                    let wait = retry_after(&reply.headers);
+                    (Ok(reply), wait)
+                }
+                Ok(Err(e)) if !is_transient(&e) => return Err(transport_error(service, &e)),
+                Ok(Err(e)) => (Err(transport_error(service, &e)), None),
+                Err(_) => (
+                    Err(Error::cloud(service, format!("no answer within {}s", remaining.min(ATTEMPT_TIMEOUT).as_secs()))),
+                    None,
+                ),
+            };
+            let wait = match server_wait {
+                Some(wait) if wait > MAX_RETRY_AFTER => return result,
+                Some(wait) => wait,
+                None => backoff(attempt),
+            };
+            if attempt >= MAX_ATTEMPTS || started.elapsed() + wait >= CALL_BUDGET {
+                return result;
+            }
+            let why = match &result {
+                Ok(reply) => format!("HTTP {}", reply.status.as_u16()),
+                Err(e) => secret::scrub(&e.to_string()),
+            };
+            tracing::debug!(service, attempt, "retrying in {}ms after {why}", wait.as_millis());
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+async fn send_once(request: RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let mut response = request.send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(Reply { status, headers, body })
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Failures that a second attempt may not meet: the connection, not the request.
+fn is_transient(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
+/// `Retry-After` in seconds. (The HTTP-date form is not used by the APIs we call.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// 250 ms doubling per attempt, capped at 4 s, each wait drawn between half
+/// and all of it so that processes that failed together retry apart.
+fn backoff(attempt: u32) -> Duration {
+    let full = Duration::from_millis(250).saturating_mul(1 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(4));
+    full.mul_f64(0.5 + random_fraction() / 2.0)
+}
+
+/// A number in [0, 1) that differs between processes and calls: enough to
+/// spread retries and refresh loops, not for anything secret.
+pub fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn transport_error(service: &str, e: &reqwest::Error) -> Error {
+    // The URL without its query: where, without what was asked.
+    let place = e.url().map(|u| format!("{}://{}{}", u.scheme(), u.authority(), u.path())).unwrap_or_default();
+    let what = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        format!("cannot connect ({})", cause(e))
+    } else {
+        cause(e)
+    };
+    Error::cloud(service, format!("{what} calling {place}"))
+}
+
+/// The innermost cause of an error: reqwest's outer message only repeats the URL.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// An answer, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Reply {
+    // The body may hold a token: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply").field("status", &self.status).field("body_bytes", &self.body.len()).finish()
+    }
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// The header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as `T`, or an error naming `service` if it is not.
+    pub fn json<T: DeserializeOwned>(&self, service: &str) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            // serde's message says where and what was expected, never the value.
+            Error::cloud(service, format!("the answer is not what the API documents (HTTP {}): {e}", self.status.as_u16()))
+        })
+    }
+
+    /// The body as `T` if the call succeeded, else the cloud's error.
+    pub fn success_json<T: DeserializeOwned>(&self, service: &str) -> Result<T, Error> {
+        if self.is_success() { self.json(service) } else { Err(self.error(service)) }
+    }
+
+    /// The body as text if the call succeeded, else the cloud's error.
+    pub fn success_text(&self, service: &str) -> Result<String, Error> {
+        if !self.is_success() {
+            return Err(self.error(service));
+        }
+        String::from_utf8(self.body.clone()).map_err(|_| Error::cloud(service, "the answer is not UTF-8 text"))
+    }
+
+    /// The cloud's refusal as an error: the status and what the cloud said.
+    /// 401 and 403 are [`Error::Denied`]; `check` reports them as such.
+    pub fn error(&self, service: &str) -> Error {
+        match self.status.as_u16() {
+            401 | 403 => Error::denied(service, self.describe()),
+            _ => Error::cloud(service, self.describe()),
+        }
+    }
+
+    /// `HTTP 403 Forbidden: <the cloud's message>`, on one line, scrubbed.
+    pub fn describe(&self) -> String {
+        let code = self.status.as_u16();
+        let head = match self.status.canonical_reason() {
+            Some(reason) => format!("HTTP {code} {reason}"),
+            None => format!("HTTP {code}"),
+        };
+        let message = self.cloud_message();
+        if message.is_empty() { head } else { format!("{head}: {message}") }
+    }
+
+    /// What the cloud said, from the error shapes the identity APIs use
+    /// (OAuth's `error_description`, Google's and Azure's `error.message`,
+    /// the registries' `errors[].message`), or the start of the text.
+    pub fn cloud_message(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let message = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(json) => json_message(&json).unwrap_or_default(),
+            Err(_) => text.chars().take(300).collect(),
+        };
+        secret::scrub(&message.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+}
+
+fn json_message(json: &serde_json::Value) -> Option<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let field = |name: &str| json.get(name).and_then(text);
+    if let (Some(code), Some(description)) = (field("error"), field("error_description")) {
+        return Some(format!("{code}: {description}"));
+    }
+    field("error_description")
+        .or_else(|| json.get("error").and_then(|e| e.get("message")).and_then(text))
+        .or_else(|| json.pointer("/errors/0/message").and_then(text))
+        .or_else(|| field("message"))
+        .or_else(|| field("Message"))
+        .or_else(|| field("errorMessage"))
+        .or_else(|| field("error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn reads_the_clouds_error_shapes() {
+        assert_eq!(
+            reply(400, r#"{"error":"invalid_grant","error_description":"bad token"}"#).describe(),
+            "HTTP 400 Bad Request: invalid_grant: bad token"
+        );
+        assert_eq!(
+            reply(403, r#"{"error":{"code":403,"message":"Permission denied"}}"#).describe(),
+            "HTTP 403 Forbidden: Permission denied"
+        );
+        assert_eq!(
+            reply(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#).describe(),
+            "HTTP 401 Unauthorized: authentication required"
+        );
+        assert_eq!(reply(502, "<html>\n bad gateway\n</html>").describe(), "HTTP 502 Bad Gateway: <html> bad gateway </html>");
+        assert_eq!(reply(500, "").describe(), "HTTP 500 Internal Server Error");
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        for attempt in 1..10 {
+            let wait = backoff(attempt);
+            let full = Duration::from_millis(250 * (1 << (attempt - 1).min(4))).min(Duration::from_secs(4));
+            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+        }
+        let fraction = random_fraction();
+        assert!((0.0..1.0).contains(&fraction));
+    }
+
+    #[test]
+    fn debug_never_shows_the_body() {
+        let text = format!("{:?}", reply(200, r#"{"access_token":"sekrit-value"}"#));
+        assert!(!text.contains("sekrit"), "{text}");
+    }
+}
