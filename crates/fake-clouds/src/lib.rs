@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod conformance;
+pub mod examples;
 pub mod google;
 pub mod moto;
 pub mod registry;

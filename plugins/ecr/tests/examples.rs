@@ -1,34 +1,12 @@
 //! The example kubelet configs send every ECR host to the plugin, and nothing else.
 
-use std::path::Path;
-
 use credential_provider::matching::urls_match;
 use ecr_credential_provider::hosts::EcrRegistry;
-
-/// The `matchImages` entries of a CredentialProviderConfig file: the quoted
-/// list items under the key.
-fn match_images(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut patterns = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed == "matchImages:" {
-            inside = true;
-        } else if inside && trimmed.starts_with("- ") {
-            patterns.push(trimmed[2..].trim_matches('"').to_string());
-        } else if inside && !trimmed.starts_with('#') {
-            inside = false;
-        }
-    }
-    assert!(!patterns.is_empty(), "{} has no matchImages", path.display());
-    patterns
-}
+use fake_clouds::examples::match_images;
 
 #[test]
 fn the_full_example_covers_every_host_form_and_no_lookalike() {
-    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ecr/credential-provider-config.yaml"));
-    let patterns = match_images(path);
+    let patterns = match_images("ecr/credential-provider-config.yaml");
     let a = "123456789012";
     let served = [
         format!("{a}.dkr.ecr.us-east-1.amazonaws.com/app"),
@@ -62,11 +40,7 @@ fn the_full_example_covers_every_host_form_and_no_lookalike() {
 
 #[test]
 fn the_service_account_example_is_a_subset_of_what_the_plugin_serves() {
-    let path = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/ecr/credential-provider-config-service-account.yaml"
-    ));
-    for pattern in match_images(path) {
+    for pattern in match_images("ecr/credential-provider-config-service-account.yaml") {
         // Each wildcard stands for one label: the account, then the region.
         let host = pattern.replacen('*', "123456789012", 1).replacen('*', "us-east-1", 1);
         assert!(EcrRegistry::from_host(&host).is_some(), "{pattern} (as {host}) is not an ECR host");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, Fault};
+use fake_clouds::{FakeAws, FakeGoogle, Fault};
 
 /// One plugin to measure: its binary, how to point it at a fake cloud, and an
 /// image it serves. A new plugin joins the benchmark with one more entry.
@@ -26,14 +26,23 @@ struct Target {
 /// Every fake cloud the targets use.
 struct FakeClouds {
     aws: FakeAws,
+    google: FakeGoogle,
 }
 
-const TARGETS: &[Target] = &[Target {
-    binary: "ecr-credential-provider",
-    image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app",
-    token_calls: |clouds| clouds.aws.token_calls(),
-    env: |clouds| clouds.aws.env_with_static_keys(),
-}];
+const TARGETS: &[Target] = &[
+    Target {
+        binary: "ecr-credential-provider",
+        image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app",
+        token_calls: |clouds| clouds.aws.token_calls(),
+        env: |clouds| clouds.aws.env_with_static_keys(),
+    },
+    Target {
+        binary: "gcr-credential-provider",
+        image: "us-docker.pkg.dev/fake-project/images/app",
+        token_calls: |clouds| clouds.google.token_calls(),
+        env: |clouds| clouds.google.endpoint_env(),
+    },
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -48,7 +57,7 @@ fn main() {
         }
     }
     let dir = sibling_binaries("target/release");
-    let clouds = FakeClouds { aws: FakeAws::start() };
+    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start() };
 
     println!(
         "| plugin | binary size | warm exec (median / p90) | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"

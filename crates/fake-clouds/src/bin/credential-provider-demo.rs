@@ -10,13 +10,17 @@ use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, Fault};
+use fake_clouds::{FakeAws, FakeGoogle, FakeRegistry, Fault};
 
 fn main() {
     let dir = sibling_binaries("target/debug");
     let mut ran = 0;
     if let Some(binary) = find(&dir, "ecr-credential-provider") {
         ecr(&binary);
+        ran += 1;
+    }
+    if let Some(binary) = find(&dir, "gcr-credential-provider") {
+        gcr(&binary);
         ran += 1;
     }
     if ran == 0 {
@@ -118,4 +122,39 @@ fn ecr(binary: &Path) {
         &request_json(ApiVersion::V1, "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x", None, false),
         &|| aws.secrets(),
     );
+}
+
+fn gcr(binary: &Path) {
+    heading("gcr-credential-provider against a fake metadata server, STS, IAM Credentials and registry");
+    let google = FakeGoogle::start();
+    let registry = FakeRegistry::start();
+    let mut plugin = PluginUnderTest::new(binary).with_env(google.endpoint_env());
+    plugin.set_env("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", &registry.endpoints_for(&["us-docker.pkg.dev"]));
+    let image = "us-docker.pkg.dev/fake-project/images/app";
+
+    println!("\n-- a cold exec, as auth-provider-gcp is configured: the node's token from the metadata server");
+    show(&plugin, &["get-credentials", "-v"], &request_json(ApiVersion::V1, image, None, false), &|| google.secrets());
+    println!("\n-- again: answered from the cache");
+    show(&plugin, &["get-credentials"], &request_json(ApiVersion::V1, image, None, false), &|| google.secrets());
+
+    println!("\n-- KEP-4412: a tenant's token exchanged at STS, then impersonating its Google service account");
+    let audience = "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/tenants/providers/cluster-a";
+    let token = "eyJhbGciOi.tenant-b-service-account-token.sig";
+    google.trust(audience, token);
+    let sa = TestServiceAccount {
+        token: Some(token.to_string()),
+        annotations: BTreeMap::from([(
+            "iam.gke.io/gcp-service-account".to_string(),
+            "puller@tenant-b.iam.gserviceaccount.com".to_string(),
+        )]),
+    };
+    show(&plugin, &["--audience", audience, "-v"], &request_json(ApiVersion::V1, image, Some(&sa), false), &|| {
+        google.secrets()
+    });
+    println!("impersonated: {:?}", google.impersonated());
+
+    println!("\n-- check: scopes, token, and the registry's own pull handshake");
+    registry.deny("fake-project/secret");
+    show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &|| google.secrets());
+    show(&plugin, &["check", "--image", "us-docker.pkg.dev/fake-project/secret"], "", &|| google.secrets());
 }
