@@ -95,7 +95,10 @@ impl Http {
                 Ok(Err(e)) if !is_transient(&e) => return Err(transport_error(service, &e)),
                 Ok(Err(e)) => (Err(transport_error(service, &e)), None),
                 Err(_) => (
-                    Err(Error::cloud(service, format!("no answer within {}s", remaining.min(ATTEMPT_TIMEOUT).as_secs()))),
+                    Err(Error::cloud(
+                        service,
+                        format!("no answer within {}s", remaining.min(ATTEMPT_TIMEOUT).as_secs()),
+                    )),
                     None,
                 ),
             };
@@ -150,7 +153,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// 250 ms doubling per attempt, capped at 4 s, each wait drawn between half
 /// and all of it so that processes that failed together retry apart.
 fn backoff(attempt: u32) -> Duration {
-    let full = Duration::from_millis(250).saturating_mul(1 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(4));
+    let full =
+        Duration::from_millis(250).saturating_mul(1 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(4));
     full.mul_f64(0.5 + random_fraction() / 2.0)
 }
 
@@ -212,7 +216,10 @@ impl Reply {
     pub fn json<T: DeserializeOwned>(&self, service: &str) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
             // serde's message says where and what was expected, never the value.
-            Error::cloud(service, format!("the answer is not what the API documents (HTTP {}): {e}", self.status.as_u16()))
+            Error::cloud(
+                service,
+                format!("the answer is not what the API documents (HTTP {}): {e}", self.status.as_u16()),
+            )
         })
     }
 
@@ -303,7 +310,10 @@ mod tests {
             reply(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#).describe(),
             "HTTP 401 Unauthorized: authentication required"
         );
-        assert_eq!(reply(502, "<html>\n bad gateway\n</html>").describe(), "HTTP 502 Bad Gateway: <html> bad gateway </html>");
+        assert_eq!(
+            reply(502, "<html>\n bad gateway\n</html>").describe(),
+            "HTTP 502 Bad Gateway: <html> bad gateway </html>"
+        );
         assert_eq!(reply(500, "").describe(), "HTTP 500 Internal Server Error");
     }
 

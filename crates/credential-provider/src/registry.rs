@@ -121,7 +121,10 @@ impl<'a> Registry<'a> {
         }
         let header = reply.header("www-authenticate").unwrap_or_default();
         Challenge::parse(header).map(Greeting::Challenge).ok_or_else(|| {
-            Error::cloud(format!("registry {}", self.host), format!("GET /v2/ answered 401 with no usable challenge ({header:?})"))
+            Error::cloud(
+                format!("registry {}", self.host),
+                format!("GET /v2/ answered 401 with no usable challenge ({header:?})"),
+            )
         })
     }
 
@@ -203,7 +206,11 @@ impl<'a> Registry<'a> {
                 self.http.get(&self.url(&list_path))
             }
             Greeting::Challenge(challenge) if challenge.scheme == "basic" => {
-                steps.push(CheckStep::new("registry:challenge", Outcome::Allowed, "the registry takes the credential as is (Basic)"));
+                steps.push(CheckStep::new(
+                    "registry:challenge",
+                    Outcome::Allowed,
+                    "the registry takes the credential as is (Basic)",
+                ));
                 self.http.get(&self.url(&list_path)).basic_auth(username, Some(password.expose()))
             }
             Greeting::Challenge(challenge) => {
@@ -265,8 +272,10 @@ mod tests {
         assert_eq!(c.param("realm"), Some("https://gcr.io/v2/token"));
         assert_eq!(c.param("service"), Some("gcr.io"));
 
-        let c = Challenge::parse(r#"Bearer realm="https://a/t", scope="repository:x/y:pull,push", error="insufficient_scope""#)
-            .expect("parses");
+        let c = Challenge::parse(
+            r#"Bearer realm="https://a/t", scope="repository:x/y:pull,push", error="insufficient_scope""#,
+        )
+        .expect("parses");
         assert_eq!(c.param("scope"), Some("repository:x/y:pull,push"));
         assert_eq!(c.param("error"), Some("insufficient_scope"));
 

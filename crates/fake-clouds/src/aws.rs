@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
 pub use crate::server::Fault;
-use crate::server::{FakeServer, nonce};
+use crate::server::{FakeServer, lock, nonce};
 
 /// The account every fake identity belongs to.
 pub const ACCOUNT: &str = "123456789012";
@@ -165,11 +165,6 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         Some(action) => sts(&state, action, &form),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
-}
-
-/// The state, even if a handler panicked while holding it.
-fn lock(state: &Shared) -> MutexGuard<'_, AwsState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The access key id in a SigV4 `Authorization` header.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use credential_provider::matching::RegistryPattern;
-pub use credential_provider::protocol::parse_go_duration;
 use credential_provider::protocol::ApiVersion;
+pub use credential_provider::protocol::parse_go_duration;
 use serde::Deserialize;
 
 /// A plugin binary with the environment it runs in and a private cache.

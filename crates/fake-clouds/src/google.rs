@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use crate::server::{FakeServer, Fault, nonce};
+use crate::server::{FakeServer, Fault, lock, nonce};
 
 /// The project of every fake identity.
 pub const PROJECT: &str = "fake-project";
@@ -208,7 +208,9 @@ impl FakeGoogle {
         let (secret, refresh) = (format!("fake-client-secret-{}", nonce()), format!("fake-refresh-{}", nonce()));
         {
             let mut state = self.lock();
-            state.refresh_tokens.insert(refresh.clone(), ("fake-client.apps.googleusercontent.com".into(), secret.clone()));
+            state
+                .refresh_tokens
+                .insert(refresh.clone(), ("fake-client.apps.googleusercontent.com".into(), secret.clone()));
             state.secrets.extend([secret.clone(), refresh.clone()]);
         }
         let user = serde_json::json!({
@@ -238,11 +240,8 @@ impl FakeGoogle {
             "credential_source": { "file": token_file, "format": { "type": "text" } },
         });
         if let Some(email) = impersonate {
-            config["service_account_impersonation_url"] = format!(
-                "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
-                self.url()
-            )
-            .into();
+            config["service_account_impersonation_url"] =
+                format!("{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken", self.url()).into();
         }
         write_json(dir, "external-account.json", &config)
     }
@@ -254,12 +253,9 @@ fn write_json(dir: &std::path::Path, name: &str, value: &serde_json::Value) -> s
     path
 }
 
-fn lock(state: &Shared) -> MutexGuard<'_, GoogleState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn google_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "code": status.as_u16(), "message": message, "status": "PERMISSION_DENIED" } });
+    let body =
+        serde_json::json!({ "error": { "code": status.as_u16(), "message": message, "status": "PERMISSION_DENIED" } });
     (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
@@ -310,7 +306,9 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
     match (method, path.as_str()) {
         (Method::POST, "/v1/token") => sts(&state, &form).await,
         (Method::POST, "/token") => oauth(&state, &form).await,
-        (Method::POST, p) if p.starts_with("/v1/projects/-/serviceAccounts/") && p.ends_with(":generateAccessToken") => {
+        (Method::POST, p)
+            if p.starts_with("/v1/projects/-/serviceAccounts/") && p.ends_with(":generateAccessToken") =>
+        {
             let email = &p["/v1/projects/-/serviceAccounts/".len()..p.len() - ":generateAccessToken".len()];
             impersonate(&state, email, &headers, &body).await
         }
@@ -342,7 +340,10 @@ async fn metadata(state: &Shared, path: &str, query: &str, headers: &HeaderMap) 
                 Err(response) => return response,
             };
             let token = issue(state, "metadata");
-            flavored(serde_json::json!({ "access_token": token, "expires_in": lifetime, "token_type": "Bearer" }).to_string())
+            flavored(
+                serde_json::json!({ "access_token": token, "expires_in": lifetime, "token_type": "Bearer" })
+                    .to_string(),
+            )
         }
         "instance/service-accounts/default/email" => {
             count("metadata:email");
@@ -391,11 +392,19 @@ async fn sts(state: &Shared, form: &BTreeMap<String, String>) -> Response {
         let mut state = lock(state);
         state.exchanges.push((audience.clone(), subject.clone()));
         if !state.audiences.contains(&audience) {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", &format!("the audience {audience} is not a known provider"));
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                &format!("the audience {audience} is not a known provider"),
+            );
         }
         if !state.trusted_subject_tokens.contains(&subject) {
             // Echo the token, as a careless server might: the plugin must scrub it.
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &format!("the subject token {subject} is not trusted"));
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                &format!("the subject token {subject} is not trusted"),
+            );
         }
     }
     let token = issue(state, "sts");
@@ -422,7 +431,10 @@ async fn impersonate(state: &Shared, email: &str, headers: &HeaderMap, body: &[u
             return google_error(StatusCode::UNAUTHORIZED, "Request had invalid authentication credentials.");
         }
         if state.denied_impersonation.contains(email) {
-            return google_error(StatusCode::FORBIDDEN, &format!("Permission 'iam.serviceAccounts.getAccessToken' denied on {email}"));
+            return google_error(
+                StatusCode::FORBIDDEN,
+                &format!("Permission 'iam.serviceAccounts.getAccessToken' denied on {email}"),
+            );
         }
         if !request["scope"].as_array().is_some_and(|s| s.iter().any(|s| s == CLOUD_PLATFORM)) {
             return google_error(StatusCode::BAD_REQUEST, "scope must include cloud-platform");
@@ -468,8 +480,10 @@ async fn oauth(state: &Shared, form: &BTreeMap<String, String>) -> Response {
             match known {
                 Some((client, secret)) if client == field("client_id") && secret == field("client_secret") => {
                     let token = issue(state, "user");
-                    axum::Json(serde_json::json!({ "access_token": token, "expires_in": lifetime, "token_type": "Bearer" }))
-                        .into_response()
+                    axum::Json(
+                        serde_json::json!({ "access_token": token, "expires_in": lifetime, "token_type": "Bearer" }),
+                    )
+                    .into_response()
                 }
                 _ => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token has been expired or revoked."),
             }

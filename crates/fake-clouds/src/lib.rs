@@ -14,8 +14,8 @@ pub mod registry;
 pub mod server;
 
 pub use aws::FakeAws;
+pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use google::FakeGoogle;
 pub use registry::FakeRegistry;
-pub use server::Fault;
-pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use server::FakeServer;
+pub use server::Fault;

@@ -7,7 +7,7 @@
 //! each username and password, and `deny` refuses repositories outright.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use crate::server::{FakeServer, nonce};
+use crate::server::{FakeServer, lock, nonce};
 
 type CredentialCheck = Box<dyn Fn(&str, &str) -> bool + Send>;
 
@@ -87,10 +87,6 @@ impl FakeRegistry {
     pub fn calls(&self, what: &str) -> usize {
         lock(&self.state).calls.get(what).copied().unwrap_or(0)
     }
-}
-
-fn lock(state: &Shared) -> MutexGuard<'_, RegistryState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {

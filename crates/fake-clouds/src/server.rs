@@ -71,6 +71,12 @@ impl Drop for FakeServer {
     }
 }
 
+/// Locks a fake's state. A test that panicked while holding the lock has
+/// already failed; the others may go on reading the state it left.
+pub fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A value no test can guess, for secrets the fakes hand out: tests then
 /// search stderr for exactly these strings.
 pub fn nonce() -> String {

@@ -125,10 +125,13 @@ impl CredentialsFile {
                 let service = "Google OAuth (service account key)";
                 let account = gcp_auth::CustomServiceAccount::from_json(json.expose())
                     .map_err(|e| Error::Config(format!("the key file of {client_email} cannot be used: {e}")))?;
-                let token = tokio::time::timeout(credential_provider::http::CALL_BUDGET, account.token(&[token::CLOUD_PLATFORM]))
-                    .await
-                    .map_err(|_| Error::cloud(service, "no answer in time"))?
-                    .map_err(|e| Error::cloud(service, format!("{client_email}: {e}")))?;
+                let token = tokio::time::timeout(
+                    credential_provider::http::CALL_BUDGET,
+                    account.token(&[token::CLOUD_PLATFORM]),
+                )
+                .await
+                .map_err(|_| Error::cloud(service, "no answer in time"))?
+                .map_err(|e| Error::cloud(service, format!("{client_email}: {e}")))?;
                 let expires_at = u64::try_from(token.expires_at().timestamp()).unwrap_or(0);
                 Ok(AccessToken { token: Secret::new(token.as_str().to_string()), expires_at })
             }
@@ -138,7 +141,8 @@ impl CredentialsFile {
             CredentialsFile::ExternalAccount(account) => {
                 let subject = account.subject_token(http).await?;
                 let url = account.token_url.as_deref().unwrap_or(sts_url);
-                let federated = token::exchange(http, url, &account.audience, &subject, &account.subject_token_type).await?;
+                let federated =
+                    token::exchange(http, url, &account.audience, &subject, &account.subject_token_type).await?;
                 match &account.service_account_impersonation_url {
                     Some(url) => token::impersonate(http, url, &impersonated_email(url), &federated).await,
                     None => Ok(federated),
@@ -216,7 +220,9 @@ mod tests {
     #[test]
     fn emails_from_impersonation_urls() {
         assert_eq!(
-            impersonated_email("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken"),
+            impersonated_email(
+                "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken"
+            ),
             "sa@p.iam.gserviceaccount.com"
         );
     }

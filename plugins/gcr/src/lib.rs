@@ -235,7 +235,9 @@ impl Gcr {
             ))),
             (token, _) => {
                 if token.is_some() {
-                    tracing::info!("the request carries a service-account token but no audience is configured; using the node's identity");
+                    tracing::info!(
+                        "the request carries a service-account token but no audience is configured; using the node's identity"
+                    );
                 }
                 match credentials_file::locate() {
                     Some(path) => Ok((Identity::CredentialsFile(path), None)),
@@ -257,12 +259,17 @@ impl Gcr {
     }
 
     /// An access token for `identity`.
-    async fn access_token(&self, identity: &Identity, service_account_token: Option<&Secret>) -> Result<AccessToken, Error> {
+    async fn access_token(
+        &self,
+        identity: &Identity,
+        service_account_token: Option<&Secret>,
+    ) -> Result<AccessToken, Error> {
         let http = Http::new()?;
         match identity {
             Identity::WorkloadIdentity { audience, impersonate } => {
-                let token = service_account_token
-                    .ok_or_else(|| Error::Config("workload identity needs the request's service-account token".into()))?;
+                let token = service_account_token.ok_or_else(|| {
+                    Error::Config("workload identity needs the request's service-account token".into())
+                })?;
                 let audience = match audience {
                     Audience::Full(audience) => audience.clone(),
                     Audience::IdentityNamespace { project: Some(project), identity_provider } => {
@@ -272,7 +279,8 @@ impl Gcr {
                         identity_namespace(&self.metadata()?.project_id().await?, identity_provider)
                     }
                 };
-                let federated = token::exchange(&http, &self.sts_url(), &audience, token, token::JWT_TOKEN_TYPE).await?;
+                let federated =
+                    token::exchange(&http, &self.sts_url(), &audience, token, token::JWT_TOKEN_TYPE).await?;
                 match impersonate {
                     Some(email) => {
                         let base = self.endpoints.resolve("iamcredentials", None, token::IAM_CREDENTIALS_URL);
@@ -283,7 +291,9 @@ impl Gcr {
             }
             Identity::CredentialsFile(path) => CredentialsFile::read(path)?.token(&http, &self.sts_url()).await,
             Identity::Metadata => self.metadata()?.token().await,
-            Identity::Dockercfg { .. } => Err(Error::Config("the dockercfg flows give logins, not access tokens".into())),
+            Identity::Dockercfg { .. } => {
+                Err(Error::Config("the dockercfg flows give logins, not access tokens".into()))
+            }
         }
     }
 
@@ -342,9 +352,9 @@ fn validate_email(email: &str) -> Result<(), Error> {
 fn overrides_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<ResponseOverrides, Error> {
     let mut overrides = ResponseOverrides::default();
     if let Some(value) = lookup(CACHE_DURATION_VARIABLE).filter(|v| !v.is_empty()) {
-        let seconds = parse_go_duration(&value)
-            .filter(|s| *s >= 0.0)
-            .ok_or_else(|| Error::Config(format!("{CACHE_DURATION_VARIABLE}={value:?} is not a duration such as 5m or 1h30m")))?;
+        let seconds = parse_go_duration(&value).filter(|s| *s >= 0.0).ok_or_else(|| {
+            Error::Config(format!("{CACHE_DURATION_VARIABLE}={value:?} is not a duration such as 5m or 1h30m"))
+        })?;
         overrides.cache_duration = Some(Duration::from_secs_f64(seconds.min(1e9)));
     }
     if let Some(value) = lookup(CACHE_TYPE_VARIABLE).filter(|v| !v.is_empty()) {
@@ -353,7 +363,9 @@ fn overrides_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Respons
             "registry" => CacheKeyType::Registry,
             "global" => CacheKeyType::Global,
             _ => {
-                return Err(Error::Config(format!("{CACHE_TYPE_VARIABLE}={value:?} is not one of image, registry, global")));
+                return Err(Error::Config(format!(
+                    "{CACHE_TYPE_VARIABLE}={value:?} is not one of image, registry, global"
+                )));
             }
         });
     }
@@ -370,7 +382,8 @@ mod tests {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
         assert_eq!(overrides_from_env(env(&[])).expect("none"), ResponseOverrides::default());
-        let o = overrides_from_env(env(&[(CACHE_DURATION_VARIABLE, "1h30m"), (CACHE_TYPE_VARIABLE, "global")])).expect("ok");
+        let o = overrides_from_env(env(&[(CACHE_DURATION_VARIABLE, "1h30m"), (CACHE_TYPE_VARIABLE, "global")]))
+            .expect("ok");
         assert_eq!(o.cache_duration, Some(Duration::from_secs(5400)));
         assert_eq!(o.cache_key_type, Some(CacheKeyType::Global));
         assert!(overrides_from_env(env(&[(CACHE_DURATION_VARIABLE, "soon")])).is_err());

@@ -145,7 +145,14 @@ mod tests {
         ] {
             assert!(is_metadata_host(ok), "{ok}");
         }
-        for bad in ["10.0.0.1", "example.com", "metadata.google.internal.evil.io", "127.0.0.1:x", "http://127.0.0.1", "8.8.8.8:80"] {
+        for bad in [
+            "10.0.0.1",
+            "example.com",
+            "metadata.google.internal.evil.io",
+            "127.0.0.1:x",
+            "http://127.0.0.1",
+            "8.8.8.8:80",
+        ] {
             assert!(!is_metadata_host(bad), "{bad}");
         }
     }

@@ -38,9 +38,8 @@ struct OAuthAnswer {
 
 impl OAuthAnswer {
     fn into_token(self, service: &str) -> Result<AccessToken, Error> {
-        let expires_in = self
-            .expires_in
-            .ok_or_else(|| Error::cloud(service, "the answer gives no expires_in for its token"))?;
+        let expires_in =
+            self.expires_in.ok_or_else(|| Error::cloud(service, "the answer gives no expires_in for its token"))?;
         Ok(AccessToken { token: self.access_token, expires_at: unix_now().saturating_add_signed(expires_in) })
     }
 }
@@ -67,7 +66,10 @@ pub async fn exchange(
     let reply = http.send(SERVICE, http.post(url).form(&form)).await?;
     if !reply.is_success() {
         let error = reply.error(SERVICE);
-        return Err(with_hint(error, &format!("does the workload identity provider of audience {audience} trust this token's issuer?")));
+        return Err(with_hint(
+            error,
+            &format!("does the workload identity provider of audience {audience} trust this token's issuer?"),
+        ));
     }
     reply.json::<OAuthAnswer>(SERVICE)?.into_token(SERVICE)
 }

@@ -17,7 +17,8 @@ const SERVED: &[&str] = &[
     "container.cloud.google.com/p/app",
 ];
 
-const LOOKALIKES: &[&str] = &["gcr.io.evil.io/x", "evil.io/gcr.io/x", "us-docker.pkg.dev.evil.io/x", "docker.io/library/nginx"];
+const LOOKALIKES: &[&str] =
+    &["gcr.io.evil.io/x", "evil.io/gcr.io/x", "us-docker.pkg.dev.evil.io/x", "docker.io/library/nginx"];
 
 #[test]
 fn the_examples_cover_every_host_form_and_no_lookalike() {

@@ -17,7 +17,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_gcr-credential-provider");
 const GCR: &str = "gcr.io/fake-project/app";
 const ARTIFACT_REGISTRY: &str = "us-docker.pkg.dev/fake-project/images/app";
 const REGIONAL: &str = "docker.us-central1.rep.pkg.dev/fake-project/images/app";
-const IDENTITY_PROVIDER: &str = "https://container.googleapis.com/v1/projects/fake-project/locations/us-central1/clusters/c1";
+const IDENTITY_PROVIDER: &str =
+    "https://container.googleapis.com/v1/projects/fake-project/locations/us-central1/clusters/c1";
 const POOL_AUDIENCE: &str =
     "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/tenants/providers/cluster-a";
 const PULLER: &str = "puller@fake-project.iam.gserviceaccount.com";
@@ -109,7 +110,8 @@ fn kep_4412_with_a_pool_audience_impersonates_the_annotated_service_account() {
     let google = FakeGoogle::start();
     let sa = service_account(&google, POOL_AUDIENCE, &[("iam.gke.io/gcp-service-account", PULLER)]);
     let plugin = plugin(&google);
-    let responses = plugin_conformance_with_args(&plugin, &["--audience", POOL_AUDIENCE], ARTIFACT_REGISTRY, &sa, &google);
+    let responses =
+        plugin_conformance_with_args(&plugin, &["--audience", POOL_AUDIENCE], ARTIFACT_REGISTRY, &sa, &google);
     assert!(responses.iter().all(|p| p.starts_with("ya29.impersonated-")), "{responses:?}");
     assert_eq!(google.impersonated(), vec![PULLER.to_string()]);
     // v1alpha1 and v1beta1 carry no token: those used the node's identity.
@@ -144,10 +146,8 @@ fn a_failed_exchange_never_falls_back_to_the_node() {
     secrets.push(token.clone());
     let sa = TestServiceAccount { token: Some(token), annotations: BTreeMap::new() };
     google.trust(POOL_AUDIENCE, "some-other-token");
-    let exec = plugin(&google).exec(
-        &["--audience", POOL_AUDIENCE, "-vvv"],
-        request_json(ApiVersion::V1, GCR, Some(&sa), false).as_bytes(),
-    );
+    let exec = plugin(&google)
+        .exec(&["--audience", POOL_AUDIENCE, "-vvv"], request_json(ApiVersion::V1, GCR, Some(&sa), false).as_bytes());
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
     assert_eq!(exec.stdout, "");
     assert!(exec.stderr.contains("invalid_grant"), "{}", exec.stderr);
@@ -252,7 +252,8 @@ fn unusable_credentials_files_are_one_line_errors() {
     let google = FakeGoogle::start();
     let dir = tempfile::tempdir().expect("dir");
     let broken = dir.path().join("broken.json");
-    std::fs::write(&broken, "{\"type\": \"service_account\", \"private_key\": \"secret-ish-key-material\"").expect("write");
+    std::fs::write(&broken, "{\"type\": \"service_account\", \"private_key\": \"secret-ish-key-material\"")
+        .expect("write");
     for path in [broken.as_path(), Path::new("/nonexistent/key.json")] {
         let plugin = plugin(&google).with_env([("GOOGLE_APPLICATION_CREDENTIALS", path.display().to_string())]);
         let exec = plugin.request(&request(GCR));
@@ -265,7 +266,8 @@ fn unusable_credentials_files_are_one_line_errors() {
 fn the_dockercfg_flows_read_the_instance_attributes() {
     let google = FakeGoogle::start();
     let password = format!("dockercfg-password-{}", nonce());
-    let document = serde_json::json!({ "https://gcr.io": { "username": "_json_key", "password": password } }).to_string();
+    let document =
+        serde_json::json!({ "https://gcr.io": { "username": "_json_key", "password": password } }).to_string();
     google.set_attribute("google-dockercfg", &document);
     let plugin = plugin(&google);
     let mut secrets = google.secrets();
@@ -292,8 +294,8 @@ fn the_dockercfg_flows_read_the_instance_attributes() {
 #[test]
 fn the_upstream_command_line_and_cache_variables_work() {
     let google = FakeGoogle::start();
-    let plugin = plugin(&google)
-        .with_env([("KUBE_SIDECAR_CACHE_DURATION", "5m"), ("KUBE_SIDECAR_CACHE_TYPE", "image")]);
+    let plugin =
+        plugin(&google).with_env([("KUBE_SIDECAR_CACHE_DURATION", "5m"), ("KUBE_SIDECAR_CACHE_TYPE", "image")]);
     let exec = plugin.exec(&["get-credentials", "--v=3", "--authFlow", "gcr"], request(GCR).as_bytes());
     let response = expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
     assert_eq!(response.cache_duration.as_deref(), Some("5m0s"));
@@ -338,7 +340,9 @@ fn a_metadata_host_that_is_not_link_local_is_refused() {
 fn cloud_faults_are_retried_then_end_in_one_line() {
     let google = FakeGoogle::start();
     let plugin = plugin(&google);
-    for (fault, attempts) in [(Fault::Status(503), 4), (Fault::Status(429), 4), (Fault::Garbage, 1), (Fault::Status(403), 1)] {
+    for (fault, attempts) in
+        [(Fault::Status(503), 4), (Fault::Status(429), 4), (Fault::Garbage, 1), (Fault::Status(403), 1)]
+    {
         let before = google.calls("metadata:token");
         google.set_fault(Some(fault.clone()));
         let exec = plugin.exec(&["--no-cache", "-vvv"], request(GCR).as_bytes());
@@ -383,7 +387,8 @@ fn check_proves_pull_through_the_registry_handshake() {
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json report");
     assert_eq!(report["allowed"], true);
     assert_eq!(report["identity"], format!("{NODE_EMAIL} (metadata server)"));
-    let actions: Vec<&str> = report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+    let actions: Vec<&str> =
+        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
         [

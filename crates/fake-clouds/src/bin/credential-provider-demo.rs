@@ -138,7 +138,8 @@ fn gcr(binary: &Path) {
     show(&plugin, &["get-credentials"], &request_json(ApiVersion::V1, image, None, false), &|| google.secrets());
 
     println!("\n-- KEP-4412: a tenant's token exchanged at STS, then impersonating its Google service account");
-    let audience = "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/tenants/providers/cluster-a";
+    let audience =
+        "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/tenants/providers/cluster-a";
     let token = "eyJhbGciOi.tenant-b-service-account-token.sig";
     google.trust(audience, token);
     let sa = TestServiceAccount {
