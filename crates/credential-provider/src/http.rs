@@ -61,6 +61,12 @@ impl Http {
         Ok(Http { client })
     }
 
+    /// The underlying client, for an SDK that takes a transport of its own
+    /// (azure_identity): its calls get the same TLS, timeouts and proxies.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn get(&self, url: &str) -> RequestBuilder {
         self.client.get(url)
     }

@@ -11,6 +11,7 @@
 //! - [`check`]: the permission report of `check`;
 //! - [`http`]: the HTTP client, with its timeouts, retries and budget;
 //! - [`registry`]: the OCI token handshake that proves a credential grants pull;
+//! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`secret`]: keeping secrets out of logs and errors;
 //! - [`runner`]: the command line and the flow of one request.
 
@@ -20,6 +21,7 @@ pub mod endpoints;
 pub mod error;
 pub mod http;
 pub mod image;
+pub mod jwt;
 pub mod matching;
 pub mod protocol;
 pub mod provider;

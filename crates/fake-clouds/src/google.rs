@@ -17,7 +17,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 
 use crate::server::{FakeServer, Fault, lock, nonce};
 
@@ -460,7 +459,7 @@ async fn oauth(state: &Shared, form: &BTreeMap<String, String>) -> Response {
                 Err(response) => return response,
             };
             let url = lock(state).url.clone();
-            let claims = jwt_claims(field("assertion")).unwrap_or_default();
+            let claims = credential_provider::jwt::unverified_claims(field("assertion")).unwrap_or_default();
             if claims["iss"] != KEY_FILE_EMAIL || claims["aud"] != format!("{url}/token") {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: iss or aud");
             }
@@ -490,11 +489,4 @@ async fn oauth(state: &Shared, form: &BTreeMap<String, String>) -> Response {
         }
         other => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("grant type {other:?}")),
     }
-}
-
-/// The claims of a JWT, unverified: the fake checks what was asked, not who signed.
-fn jwt_claims(jwt: &str) -> Option<serde_json::Value> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }

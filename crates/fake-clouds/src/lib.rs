@@ -6,6 +6,7 @@
 //! API, with secrets they can later look for on stderr.
 
 pub mod aws;
+pub mod azure;
 pub mod conformance;
 pub mod examples;
 pub mod google;
@@ -14,6 +15,7 @@ pub mod registry;
 pub mod server;
 
 pub use aws::FakeAws;
+pub use azure::FakeAzure;
 pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use google::FakeGoogle;
 pub use registry::FakeRegistry;

@@ -5,19 +5,39 @@
 //!
 //! Which credentials may pull what is the test's to say: a check function sees
 //! each username and password, and `deny` refuses repositories outright.
+//!
+//! Started with [`FakeRegistry::start_acr`] it is an Azure Container Registry:
+//! the realm is `/oauth2/token`, and `POST /oauth2/exchange` trades an Entra ID
+//! access token (one the test's check trusts) for a refresh token, a JWT with a
+//! real `exp`, which the realm then takes as the password of the all-zero
+//! username.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use crate::server::{FakeServer, lock, nonce};
+use crate::server::{FakeServer, Fault, lock, nonce};
 
 type CredentialCheck = Box<dyn Fn(&str, &str) -> bool + Send>;
+
+/// The username ACR pairs with refresh tokens.
+pub const ACR_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The ACR exchange's state.
+struct AcrExchange {
+    trusts: Box<dyn Fn(&str) -> bool + Send>,
+    refresh_lifetime: u64,
+    refresh_tokens: BTreeSet<String>,
+    /// The tenant each exchange named.
+    tenants: Vec<Option<String>>,
+    fault: Option<Fault>,
+}
 
 struct RegistryState {
     url: String,
@@ -26,6 +46,7 @@ struct RegistryState {
     /// Issued token → the repository it may pull.
     tokens: BTreeMap<String, String>,
     calls: BTreeMap<String, usize>,
+    acr: Option<AcrExchange>,
 }
 
 type Shared = Arc<Mutex<RegistryState>>;
@@ -57,11 +78,52 @@ impl FakeRegistry {
             denied: BTreeSet::new(),
             tokens: BTreeMap::new(),
             calls: BTreeMap::new(),
+            acr: None,
         }));
         let router = Router::new().fallback(handle).with_state(state.clone());
         let server = FakeServer::start(router);
         lock(&state).url = server.url();
         FakeRegistry { server, state }
+    }
+
+    /// An Azure Container Registry whose exchange accepts the Entra ID tokens
+    /// `trusts` approves. Refresh tokens live 3 hours, as ACR's do.
+    pub fn start_acr(trusts: impl Fn(&str) -> bool + Send + 'static) -> FakeRegistry {
+        let registry = FakeRegistry::start();
+        lock(&registry.state).acr = Some(AcrExchange {
+            trusts: Box::new(trusts),
+            refresh_lifetime: 3 * 3600,
+            refresh_tokens: BTreeSet::new(),
+            tenants: Vec::new(),
+            fault: None,
+        });
+        registry
+    }
+
+    /// How long the refresh tokens it issues live.
+    pub fn set_refresh_lifetime(&self, seconds: u64) {
+        if let Some(acr) = lock(&self.state).acr.as_mut() {
+            acr.refresh_lifetime = seconds;
+        }
+    }
+
+    /// Makes every exchange fail this way until cleared.
+    pub fn set_exchange_fault(&self, fault: Option<Fault>) {
+        if let Some(acr) = lock(&self.state).acr.as_mut() {
+            acr.fault = fault;
+        }
+    }
+
+    /// The tenant each ACR exchange named, in order.
+    pub fn exchange_tenants(&self) -> Vec<Option<String>> {
+        lock(&self.state).acr.as_ref().map(|acr| acr.tenants.clone()).unwrap_or_default()
+    }
+
+    /// Every token it issued: refresh tokens and pull tokens.
+    pub fn secrets(&self) -> Vec<String> {
+        let state = lock(&self.state);
+        let refresh = state.acr.iter().flat_map(|acr| acr.refresh_tokens.iter().cloned());
+        state.tokens.keys().cloned().chain(refresh).collect()
     }
 
     pub fn url(&self) -> String {
@@ -94,22 +156,26 @@ fn problem(status: StatusCode, code: &str, message: &str) -> Response {
     (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
-async fn handle(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
+    if method == Method::POST && path == "/oauth2/exchange" {
+        return acr_exchange(&state, &body).await;
+    }
     let query: BTreeMap<String, String> =
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let mut state = lock(&state);
     if path == "/v2/" {
         *state.calls.entry("challenge".into()).or_default() += 1;
-        let challenge = format!(r#"Bearer realm="{}/v2/token",service="fake-registry""#, state.url);
+        let realm = if state.acr.is_some() { "/oauth2/token" } else { "/v2/token" };
+        let challenge = format!(r#"Bearer realm="{}{realm}",service="fake-registry""#, state.url);
         let mut response = problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
         if let Ok(value) = challenge.parse() {
             response.headers_mut().insert("www-authenticate", value);
         }
         return response;
     }
-    if path == "/v2/token" {
+    if path == "/v2/token" || path == "/oauth2/token" {
         *state.calls.entry("token".into()).or_default() += 1;
         let Some((user, password)) = basic_credentials(&authorization) else {
             return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "basic credentials required");
@@ -122,7 +188,11 @@ async fn handle(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Re
         else {
             return problem(StatusCode::BAD_REQUEST, "DENIED", "scope must be repository:<name>:pull");
         };
-        if !(state.accepts)(&user, &password) {
+        let accepted = match &state.acr {
+            Some(acr) => user == ACR_USERNAME && acr.refresh_tokens.contains(&password),
+            None => (state.accepts)(&user, &password),
+        };
+        if !accepted {
             return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid username or password");
         }
         if state.denied.contains(repository) {
@@ -143,6 +213,44 @@ async fn handle(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Re
         };
     }
     problem(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    let fault = {
+        let mut state = lock(state);
+        *state.calls.entry("exchange".into()).or_default() += 1;
+        state.acr.as_ref().and_then(|acr| acr.fault.clone())
+    };
+    match fault {
+        Some(Fault::Status(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return problem(status, "UNAVAILABLE", "the fake was told to fail");
+        }
+        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Garbage) => return (StatusCode::OK, "<html>surprise</html>").into_response(),
+        Some(Fault::Expired) | None => {}
+    }
+    let mut state = lock(state);
+    let Some(acr) = state.acr.as_mut() else {
+        return problem(StatusCode::NOT_FOUND, "NOT_FOUND", "not an ACR registry");
+    };
+    if field("grant_type") != "access_token" || field("service") != "fake-registry" {
+        return problem(StatusCode::BAD_REQUEST, "UNSUPPORTED", "grant_type=access_token and the challenge's service are required");
+    }
+    if !(acr.trusts)(field("access_token")) {
+        return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "the access token is not valid for this registry");
+    }
+    acr.tenants.push(form.get("tenant").cloned());
+    let lifetime = if fault == Some(Fault::Expired) { -3600 } else { acr.refresh_lifetime as i64 };
+    let token = crate::server::fake_jwt(&serde_json::json!({
+        "jti": nonce(),
+        "exp": crate::server::unix_now() as i64 + lifetime,
+        "grant_type": "refresh_token",
+    }));
+    acr.refresh_tokens.insert(token.clone());
+    axum::Json(serde_json::json!({ "refresh_token": token })).into_response()
 }
 
 fn basic_credentials(authorization: &str) -> Option<(String, String)> {

@@ -77,6 +77,18 @@ pub fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A JWT with `claims` and a signature nobody checks, as the fakes issue.
+pub fn fake_jwt(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    format!("{}.{}.{}", encode(br#"{"alg":"RS256","typ":"JWT"}"#), encode(claims.to_string().as_bytes()), encode(nonce().as_bytes()))
+}
+
 /// A value no test can guess, for secrets the fakes hand out: tests then
 /// search stderr for exactly these strings.
 pub fn nonce() -> String {

@@ -1,0 +1,260 @@
+//! A fake of the Azure endpoints the ACR plugin calls, on one loopback port:
+//! Entra ID's token endpoint (`POST /<tenant>/oauth2/v2.0/token`, client
+//! credentials with a secret or a client assertion) and the instance metadata
+//! service's managed identity endpoint (`GET /metadata/identity/oauth2/token`).
+//!
+//! Its access tokens are JWTs carrying the tenant (`tid`), so that the registry
+//! exchange can name it; [`FakeAzure::token_check`] lets a fake ACR trust
+//! exactly the tokens issued here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::server::{FakeServer, Fault, fake_jwt, lock, nonce, unix_now};
+
+/// The tenant of every fake identity.
+pub const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+/// The scope ACR's Entra tokens are for, in the public cloud.
+pub const REGISTRY_SCOPE: &str = "https://containerregistry.azure.net/.default";
+
+/// How an application proves itself.
+#[derive(Clone, Debug)]
+enum AppCredential {
+    Secret(String),
+    /// Client assertions it accepts (service-account or federated tokens).
+    Assertions(Vec<String>),
+}
+
+#[derive(Debug, Default)]
+struct AzureState {
+    calls: BTreeMap<String, usize>,
+    fault: Option<Fault>,
+    /// client id → (tenant, credential)
+    apps: BTreeMap<String, (String, AppCredential)>,
+    /// Managed identities IMDS knows: "system", or a user-assigned client or resource id.
+    identities: Vec<String>,
+    issued: Vec<String>,
+    secrets: Vec<String>,
+    /// (client id or identity, how it proved itself) of each token issued.
+    grants: Vec<(String, String)>,
+}
+
+type Shared = Arc<Mutex<AzureState>>;
+
+/// The fake Azure, running until dropped.
+#[derive(Debug)]
+pub struct FakeAzure {
+    server: FakeServer,
+    state: Shared,
+}
+
+impl Default for FakeAzure {
+    fn default() -> Self {
+        FakeAzure::start()
+    }
+}
+
+impl FakeAzure {
+    /// A fake whose IMDS knows the VM's system-assigned identity.
+    pub fn start() -> FakeAzure {
+        let state = Shared::default();
+        lock(&state).identities.push("system".into());
+        let router = Router::new().fallback(handle).with_state(state.clone());
+        FakeAzure { server: FakeServer::start(router), state }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `CREDENTIAL_PROVIDER_ENDPOINTS` sending Entra ID and IMDS calls here.
+    pub fn endpoint_env(&self) -> Vec<(String, String)> {
+        vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("login={url},imds={url}", url = self.url()))]
+    }
+
+    /// Registers an application with a client secret; returns the secret.
+    pub fn add_secret_app(&self, client_id: &str) -> String {
+        let secret = format!("fake-client-secret-{}", nonce());
+        let mut state = lock(&self.state);
+        state.apps.insert(client_id.to_string(), (TENANT.to_string(), AppCredential::Secret(secret.clone())));
+        state.secrets.push(secret.clone());
+        secret
+    }
+
+    /// Lets `client_id` authenticate with `assertion` (a federated or
+    /// service-account token) in `tenant`.
+    pub fn trust_assertion(&self, tenant: &str, client_id: &str, assertion: &str) {
+        let mut state = lock(&self.state);
+        let entry = state
+            .apps
+            .entry(client_id.to_string())
+            .or_insert_with(|| (tenant.to_string(), AppCredential::Assertions(Vec::new())));
+        if let AppCredential::Assertions(list) = &mut entry.1 {
+            list.push(assertion.to_string());
+        }
+        state.secrets.push(assertion.to_string());
+    }
+
+    /// Adds a user-assigned identity IMDS knows, by client id or resource id.
+    pub fn add_user_assigned_identity(&self, id: &str) {
+        lock(&self.state).identities.push(id.to_string());
+    }
+
+    /// Makes every token call fail this way until cleared.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        lock(&self.state).fault = fault;
+    }
+
+    /// Calls to `entra:token` or `imds:token`.
+    pub fn calls(&self, what: &str) -> usize {
+        lock(&self.state).calls.get(what).copied().unwrap_or(0)
+    }
+
+    /// (who, how) of every token issued: `("app-id", "secret")`,
+    /// `("app-id", "assertion")`, `("system", "imds")`…
+    pub fn grants(&self) -> Vec<(String, String)> {
+        lock(&self.state).grants.clone()
+    }
+
+    /// Every secret handed out or given.
+    pub fn secrets(&self) -> Vec<String> {
+        let state = lock(&self.state);
+        state.secrets.iter().chain(&state.issued).cloned().collect()
+    }
+
+    /// A check a fake ACR uses to trust exactly the tokens this fake issued.
+    pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + 'static {
+        let state = self.state.clone();
+        move |token| lock(&state).issued.iter().any(|t| t == token)
+    }
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "error_description": description, "error_codes": [7000215] });
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// Counts a call and applies the fault in force: `Err` is the answer to send.
+async fn count(state: &Shared, what: &str) -> Result<i64, Response> {
+    let fault = {
+        let mut state = lock(state);
+        *state.calls.entry(what.to_string()).or_default() += 1;
+        state.fault.clone()
+    };
+    match fault {
+        Some(Fault::Status(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Err(oauth_error(status, "temporarily_unavailable", "the fake was told to fail"))
+        }
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            Ok(3599)
+        }
+        Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
+        Some(Fault::Expired) => Ok(-3600),
+        None => Ok(3599),
+    }
+}
+
+fn issue(state: &Shared, tenant: &str, who: &str, how: &str, lifetime: i64) -> String {
+    let token = fake_jwt(&serde_json::json!({
+        "tid": tenant,
+        "appid": who,
+        "aud": "https://containerregistry.azure.net",
+        "exp": unix_now() as i64 + lifetime,
+        "uti": nonce(),
+    }));
+    let mut state = lock(state);
+    state.issued.push(token.clone());
+    state.grants.push((who.to_string(), how.to_string()));
+    token
+}
+
+async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    if method == Method::GET && path == "/metadata/identity/oauth2/token" {
+        let query: BTreeMap<String, String> =
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        return imds(&state, &query, &headers).await;
+    }
+    let tenant = path.strip_suffix("/oauth2/v2.0/token").map(|t| t.trim_start_matches('/').to_string());
+    match (method, tenant) {
+        (Method::POST, Some(tenant)) => {
+            let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+            entra(&state, &tenant, &form).await
+        }
+        _ => oauth_error(StatusCode::NOT_FOUND, "not_found", "no such route in the fake"),
+    }
+}
+
+async fn entra(state: &Shared, tenant: &str, form: &BTreeMap<String, String>) -> Response {
+    let lifetime = match count(state, "entra:token").await {
+        Ok(lifetime) => lifetime,
+        Err(response) => return response,
+    };
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    if field("grant_type") != "client_credentials" || field("scope") != REGISTRY_SCOPE {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_credentials for the registry scope expected");
+    }
+    let client_id = field("client_id");
+    let app = lock(state).apps.get(client_id).cloned();
+    let Some((app_tenant, credential)) = app else {
+        return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &format!("AADSTS700016: application {client_id} not found"));
+    };
+    if app_tenant != tenant {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("AADSTS90002: tenant {tenant} not found"));
+    }
+    let how = match (&credential, form.get("client_secret"), form.get("client_assertion")) {
+        (AppCredential::Secret(expected), Some(given), _) if expected == given => "secret",
+        (AppCredential::Assertions(trusted), _, Some(assertion))
+            if trusted.contains(assertion)
+                && field("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" =>
+        {
+            "assertion"
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret or assertion provided.",
+            );
+        }
+    };
+    let token = issue(state, tenant, client_id, how, lifetime);
+    axum::Json(serde_json::json!({ "token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token }))
+        .into_response()
+}
+
+async fn imds(state: &Shared, query: &BTreeMap<String, String>, headers: &HeaderMap) -> Response {
+    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Required metadata header not specified");
+    }
+    let lifetime = match count(state, "imds:token").await {
+        Ok(lifetime) => lifetime,
+        Err(response) => return response,
+    };
+    if query.get("resource").map(String::as_str) != Some("https://containerregistry.azure.net") {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_resource", "the registry resource expected");
+    }
+    let who = query.get("client_id").or_else(|| query.get("msi_res_id")).cloned().unwrap_or_else(|| "system".into());
+    if !lock(state).identities.contains(&who) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Identity not found");
+    }
+    let token = issue(state, TENANT, &who, "imds", lifetime);
+    axum::Json(serde_json::json!({
+        "access_token": token,
+        "expires_in": lifetime.to_string(),
+        "expires_on": (unix_now() as i64 + lifetime).to_string(),
+        "ext_expires_in": lifetime.to_string(),
+        "not_before": unix_now().to_string(),
+        "resource": "https://containerregistry.azure.net",
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}

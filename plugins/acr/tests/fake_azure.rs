@@ -1,0 +1,345 @@
+//! The real `acr-credential-provider` binary against the in-process fake Entra
+//! ID and IMDS (`FakeAzure`) and a fake ACR (`FakeRegistry::start_acr`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use credential_provider::protocol::ApiVersion;
+use fake_clouds::azure::TENANT;
+use fake_clouds::conformance::{
+    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
+    run_conformance,
+};
+use fake_clouds::registry::ACR_USERNAME;
+use fake_clouds::server::nonce;
+use fake_clouds::{FakeAzure, FakeRegistry, Fault};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_acr-credential-provider");
+const IMAGE: &str = "myacr.azurecr.io/team/app";
+const HOSTS: &[&str] =
+    &["myacr.azurecr.io", "myacr-abc123.azurecr.io", "myacr.westeurope.geo.azurecr.io", "other.azurecr.us"];
+const APP: &str = "11111111-2222-3333-4444-555555555555";
+
+/// A fake Azure and a fake ACR that trusts its tokens.
+struct Clouds {
+    azure: FakeAzure,
+    registry: FakeRegistry,
+}
+
+impl Clouds {
+    fn start() -> Clouds {
+        let azure = FakeAzure::start();
+        let registry = FakeRegistry::start_acr(azure.token_check());
+        Clouds { azure, registry }
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.azure.secrets();
+        secrets.extend(self.registry.secrets());
+        secrets
+    }
+
+    /// The plugin with every endpoint pointed at the fakes and no azure.json.
+    fn plugin(&self) -> PluginUnderTest {
+        PluginUnderTest::new(BINARY)
+            .with_env(self.azure.endpoint_env())
+            .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", self.registry.endpoints_for(HOSTS))])
+    }
+}
+
+fn request(image: &str) -> String {
+    request_json(ApiVersion::V1, image, None, false)
+}
+
+fn host(image: &str) -> &str {
+    image.split('/').next().unwrap_or_default()
+}
+
+/// Writes `json` as an azure.json in the plugin's home and returns its path.
+fn azure_json(plugin: &PluginUnderTest, json: &serde_json::Value) -> PathBuf {
+    let path = plugin.home().join("azure.json");
+    std::fs::write(&path, json.to_string()).expect("write azure.json");
+    path
+}
+
+#[test]
+fn a_managed_identity_serves_every_api_version() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    for response in run_conformance(&plugin, IMAGE, None, || clouds.secrets()) {
+        let auth = &response.auth[host(IMAGE)];
+        assert_eq!(auth.username, ACR_USERNAME);
+        assert!(clouds.registry.secrets().contains(&auth.password), "the password is the ACR refresh token");
+        // Refresh tokens live 3 hours; the kubelet may keep this one for half of that.
+        let seconds = response.cache_seconds();
+        assert!((5300.0..=5400.0).contains(&seconds), "{seconds}");
+    }
+    assert_eq!(clouds.azure.grants(), vec![("system".to_string(), "imds".to_string())]);
+    assert_eq!(clouds.registry.calls("exchange"), 1);
+    assert_eq!(clouds.registry.exchange_tenants(), vec![Some(TENANT.to_string())], "the tenant from the token's tid");
+}
+
+#[test]
+fn every_acr_host_form_is_served_and_keyed_by_itself() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    for host in HOSTS {
+        let image = format!("{host}/team/app");
+        let response = expect_accepted(&plugin.request(&request(&image)), ApiVersion::V1, &image, &clouds.secrets());
+        assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec![host]);
+    }
+}
+
+#[test]
+fn user_assigned_identities_by_client_id_and_resource_id() {
+    let clouds = Clouds::start();
+    let resource = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/puller";
+    for id in ["99999999-8888-7777-6666-555555555555", resource] {
+        clouds.azure.add_user_assigned_identity(id);
+        let plugin = clouds.plugin();
+        let config = azure_json(&plugin, &serde_json::json!({ "useManagedIdentityExtension": true, "userAssignedIdentityID": id }));
+        let exec = plugin.exec(&[config.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
+        expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    }
+    let who: Vec<String> = clouds.azure.grants().into_iter().map(|(who, _)| who).collect();
+    assert_eq!(who, vec!["99999999-8888-7777-6666-555555555555".to_string(), resource.to_string()]);
+}
+
+#[test]
+fn a_client_secret_from_azure_json_is_exchanged_never_handed_to_the_kubelet() {
+    let clouds = Clouds::start();
+    let secret = clouds.azure.add_secret_app(APP);
+    let plugin = clouds.plugin();
+    let config = azure_json(
+        &plugin,
+        &serde_json::json!({ "cloud": "AzurePublicCloud", "tenantId": TENANT, "aadClientId": APP, "aadClientSecret": secret, "location": "westeurope" }),
+    );
+    let exec = plugin.exec(&[config.to_str().unwrap_or_default(), "-vvv"], request(IMAGE).as_bytes());
+    let response = expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    let auth = &response.auth[host(IMAGE)];
+    assert_eq!(auth.username, ACR_USERNAME, "upstream would send the client id and secret");
+    assert_ne!(auth.password, secret);
+    assert_eq!(clouds.azure.grants(), vec![(APP.to_string(), "secret".to_string())]);
+    assert_eq!(clouds.registry.exchange_tenants(), vec![Some(TENANT.to_string())]);
+}
+
+#[test]
+fn the_environment_overrides_azure_json_and_the_authority_host_variable_works() {
+    let clouds = Clouds::start();
+    let secret = clouds.azure.add_secret_app(APP);
+    let plugin = PluginUnderTest::new(BINARY)
+        .with_env([("AZURE_AUTHORITY_HOST", clouds.azure.url())])
+        .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", clouds.registry.endpoints_for(HOSTS))])
+        .with_env([("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", APP), ("AZURE_CLIENT_SECRET", secret.as_str())]);
+    // The file says managed identity with a placeholder secret, as AKS writes it; the variables win.
+    let config = azure_json(
+        &plugin,
+        &serde_json::json!({ "useManagedIdentityExtension": true, "aadClientId": "msi", "aadClientSecret": "msi" }),
+    );
+    let exec = plugin.exec(&[config.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    assert_eq!(clouds.azure.grants(), vec![(APP.to_string(), "secret".to_string())]);
+}
+
+#[test]
+fn a_federated_token_file_is_a_client_assertion() {
+    let clouds = Clouds::start();
+    let token = format!("eyJhbGciOi.federated-{}.sig", nonce());
+    clouds.azure.trust_assertion(TENANT, APP, &token);
+    let mut plugin = clouds.plugin();
+    let file = plugin.home().join("azure-identity-token");
+    std::fs::write(&file, &token).expect("write token");
+    plugin.set_env("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap_or_default());
+    plugin.set_env("AZURE_CLIENT_ID", APP);
+    plugin.set_env("AZURE_TENANT_ID", TENANT);
+    let exec = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    assert_eq!(clouds.azure.grants(), vec![(APP.to_string(), "assertion".to_string())]);
+}
+
+#[test]
+fn kep_4412_uses_the_service_accounts_application() {
+    let clouds = Clouds::start();
+    let tenant = "0000aaaa-1111-2222-3333-444455556666";
+    let token = format!("eyJhbGciOi.sa-{}.sig", nonce());
+    clouds.azure.trust_assertion(tenant, APP, &token);
+    let sa = TestServiceAccount {
+        token: Some(token),
+        annotations: BTreeMap::from([
+            ("kubernetes.azure.com/acr-client-id".to_string(), APP.to_string()),
+            ("kubernetes.azure.com/acr-tenant-id".to_string(), tenant.to_string()),
+        ]),
+    };
+    run_conformance(&clouds.plugin(), IMAGE, Some(&sa), || clouds.secrets());
+    // v1 requests used the token (once; then the cache keyed by it), older ones the node.
+    let grants = clouds.azure.grants();
+    assert!(grants.contains(&(APP.to_string(), "assertion".to_string())), "{grants:?}");
+    assert!(grants.contains(&("system".to_string(), "imds".to_string())), "{grants:?}");
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(clouds.registry.exchange_tenants().contains(&Some(tenant.to_string())));
+}
+
+#[test]
+fn a_refused_assertion_never_falls_back_to_the_node() {
+    let clouds = Clouds::start();
+    let token = format!("eyJhbGciOi.untrusted-{}.sig", nonce());
+    let mut secrets = clouds.secrets();
+    secrets.push(token.clone());
+    let sa = TestServiceAccount {
+        token: Some(token),
+        annotations: BTreeMap::from([
+            ("kubernetes.azure.com/acr-client-id".to_string(), APP.to_string()),
+            ("kubernetes.azure.com/acr-tenant-id".to_string(), TENANT.to_string()),
+        ]),
+    };
+    clouds.azure.trust_assertion(TENANT, APP, "some-other-token");
+    let exec = clouds.plugin().exec(&["-vvv"], request_json(ApiVersion::V1, IMAGE, Some(&sa), false).as_bytes());
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "");
+    assert!(exec.stderr.contains("AADSTS7000215"), "{}", exec.stderr);
+    expect_no_secrets(&exec.stderr, &secrets);
+    assert_eq!(clouds.azure.calls("imds:token"), 0);
+}
+
+#[test]
+fn a_token_without_the_client_annotation_uses_the_node_and_says_so() {
+    let clouds = Clouds::start();
+    let sa = TestServiceAccount { token: Some(format!("sa-token-{}", nonce())), annotations: BTreeMap::new() };
+    let mut secrets = clouds.secrets();
+    secrets.extend(sa.token.clone());
+    let exec = clouds.plugin().exec(&["-v"], request_json(ApiVersion::V1, IMAGE, Some(&sa), false).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &secrets);
+    assert!(exec.stderr.contains("kubernetes.azure.com/acr-client-id"), "{}", exec.stderr);
+    assert_eq!(clouds.azure.grants(), vec![("system".to_string(), "imds".to_string())]);
+}
+
+#[test]
+fn a_mirror_gets_its_targets_credential_under_its_own_name() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    let image = "mcr.microsoft.com/dotnet/runtime";
+    let exec = plugin.exec(&["--registry-mirror", "mcr.microsoft.com:myacr.azurecr.io"], request(image).as_bytes());
+    let response = expect_accepted(&exec, ApiVersion::V1, image, &clouds.secrets());
+    assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec!["mcr.microsoft.com"]);
+    assert_eq!(clouds.registry.calls("exchange"), 1);
+    // Without the mirror flag, the same image is not ACR's.
+    let exec = plugin.request(&request(image));
+    expect_rejected(&exec, &clouds.secrets());
+    // A mirror target must be ACR.
+    let exec = plugin.exec(&["--registry-mirror", "mcr.microsoft.com:evil.io"], request(image).as_bytes());
+    expect_rejected(&exec, &clouds.secrets());
+}
+
+#[test]
+fn spoofed_hosts_are_refused_without_a_call() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    for image in [
+        "evil.com/x.azurecr.io",
+        "x.azurecr.io.evil.com/app",
+        "x.azurecr.io@evil/app",
+        "myacr.eastus.data.azurecr.io/app",
+        "myacr.azurecr.io:443/app",
+        "azurecr.io/app",
+    ] {
+        let exec = plugin.request(&request(image));
+        expect_rejected(&exec, &clouds.secrets());
+        assert_eq!(exec.code, Some(1), "{image}");
+    }
+    assert_eq!(clouds.azure.calls("imds:token") + clouds.azure.calls("entra:token"), 0);
+}
+
+#[test]
+fn the_cache_duration_follows_the_refresh_tokens_expiry() {
+    let clouds = Clouds::start();
+    clouds.registry.set_refresh_lifetime(600);
+    let response = expect_accepted(&clouds.plugin().request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
+    let seconds = response.cache_seconds();
+    assert!((290.0..=300.0).contains(&seconds), "{seconds}");
+}
+
+#[test]
+fn cloud_faults_end_in_one_line_with_nothing_on_stdout() {
+    let clouds = Clouds::start();
+    let secret = clouds.azure.add_secret_app(APP);
+    let plugin = clouds
+        .plugin()
+        .with_env([("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", APP), ("AZURE_CLIENT_SECRET", secret.as_str())]);
+    clouds.azure.set_fault(Some(Fault::Status(503)));
+    let exec = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "");
+    expect_no_secrets(&exec.stderr, &clouds.secrets());
+    assert_eq!(clouds.azure.calls("entra:token"), 4, "the first call and three retries");
+    clouds.azure.set_fault(None);
+
+    for fault in [Fault::Status(500), Fault::Garbage] {
+        clouds.registry.set_exchange_fault(Some(fault.clone()));
+        let exec = plugin.exec(&["--no-cache"], request(IMAGE).as_bytes());
+        expect_rejected(&exec, &clouds.secrets());
+        assert_eq!(exec.code, Some(2), "{fault:?}");
+    }
+    clouds.registry.set_exchange_fault(None);
+    expect_accepted(&plugin.request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
+}
+
+#[test]
+fn an_exchange_refusal_says_which_role_is_missing() {
+    let azure = FakeAzure::start();
+    let registry = FakeRegistry::start_acr(|_| false);
+    let plugin = PluginUnderTest::new(BINARY)
+        .with_env(azure.endpoint_env())
+        .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", registry.endpoints_for(HOSTS))]);
+    let exec = plugin.request(&request(IMAGE));
+    expect_rejected(&exec, &azure.secrets());
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stderr.contains("AcrPull"), "{}", exec.stderr);
+}
+
+#[test]
+fn check_reports_the_token_the_exchange_and_pull() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    let exec = plugin.exec(&["check", "--image", "myacr.azurecr.io/team/app:1.0", "--output", "json"], b"");
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json");
+    assert_eq!(report["allowed"], true);
+    assert_eq!(report["identity"], "system-assigned managed identity");
+    let actions: Vec<&str> =
+        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        ["entra:token", "acr:exchange", "registry:challenge", "registry:token repository:team/app:pull", "registry:pull team/app"]
+    );
+    expect_no_secrets(&exec.stdout, &clouds.secrets());
+    expect_no_secrets(&exec.stderr, &clouds.secrets());
+
+    clouds.registry.deny("team/secret");
+    let exec = plugin.exec(&["check", "--image", "myacr.azurecr.io/team/secret"], b"");
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stdout.contains("denied"), "{}", exec.stdout);
+}
+
+#[test]
+fn thirty_two_processes_on_a_cold_cache_make_one_token_call_and_one_exchange() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    for exec in plugin.exec_together(32, &[], request(IMAGE).as_bytes()) {
+        expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    }
+    assert_eq!(clouds.azure.calls("imds:token"), 1);
+    assert_eq!(clouds.registry.calls("exchange"), 1);
+}
+
+#[test]
+fn an_unusable_azure_json_is_a_one_line_error() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    let config = plugin.home().join("azure.json");
+    std::fs::write(&config, r#"{"aadClientSecret": "do-not-print-me-please", "tenantId": 42}"#).expect("write");
+    for path in [config.to_str().unwrap_or_default(), "/nonexistent/azure.json"] {
+        let exec = plugin.exec(&[path], request(IMAGE).as_bytes());
+        expect_rejected(&exec, &["do-not-print-me-please".to_string()]);
+        assert_eq!(exec.code, Some(1));
+    }
+}
