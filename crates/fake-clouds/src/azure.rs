@@ -200,15 +200,27 @@ async fn entra(state: &Shared, tenant: &str, form: &BTreeMap<String, String>) ->
     };
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
     if field("grant_type") != "client_credentials" || field("scope") != REGISTRY_SCOPE {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_credentials for the registry scope expected");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_credentials for the registry scope expected",
+        );
     }
     let client_id = field("client_id");
     let app = lock(state).apps.get(client_id).cloned();
     let Some((app_tenant, credential)) = app else {
-        return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &format!("AADSTS700016: application {client_id} not found"));
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            &format!("AADSTS700016: application {client_id} not found"),
+        );
     };
     if app_tenant != tenant {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("AADSTS90002: tenant {tenant} not found"));
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("AADSTS90002: tenant {tenant} not found"),
+        );
     }
     let how = match (&credential, form.get("client_secret"), form.get("client_assertion")) {
         (AppCredential::Secret(expected), Some(given), _) if expected == given => "secret",

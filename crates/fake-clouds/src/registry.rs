@@ -237,7 +237,11 @@ async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
         return problem(StatusCode::NOT_FOUND, "NOT_FOUND", "not an ACR registry");
     };
     if field("grant_type") != "access_token" || field("service") != "fake-registry" {
-        return problem(StatusCode::BAD_REQUEST, "UNSUPPORTED", "grant_type=access_token and the challenge's service are required");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            "grant_type=access_token and the challenge's service are required",
+        );
     }
     if !(acr.trusts)(field("access_token")) {
         return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "the access token is not valid for this registry");

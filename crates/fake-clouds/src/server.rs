@@ -86,7 +86,12 @@ pub fn unix_now() -> u64 {
 pub fn fake_jwt(claims: &serde_json::Value) -> String {
     use base64::Engine as _;
     let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    format!("{}.{}.{}", encode(br#"{"alg":"RS256","typ":"JWT"}"#), encode(claims.to_string().as_bytes()), encode(nonce().as_bytes()))
+    format!(
+        "{}.{}.{}",
+        encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        encode(claims.to_string().as_bytes()),
+        encode(nonce().as_bytes())
+    )
 }
 
 /// A value no test can guess, for secrets the fakes hand out: tests then

@@ -101,7 +101,12 @@ impl AzureConfig {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
                 serde_json::from_str::<AzureJson>(&text).map_err(|e| {
-                    Error::Config(format!("{} is not a usable azure.json (line {}: {})", path.display(), e.line(), kind(&e)))
+                    Error::Config(format!(
+                        "{} is not a usable azure.json (line {}: {})",
+                        path.display(),
+                        e.line(),
+                        kind(&e)
+                    ))
                 })?
             }
             None => AzureJson::default(),

@@ -34,13 +34,16 @@ pub async fn exchange(
     let challenge = match registry.greet().await? {
         Greeting::Challenge(challenge) if challenge.scheme == "bearer" => challenge,
         Greeting::Challenge(challenge) => {
-            return Err(Error::cloud(service_name, format!("GET /v2/ asked for {} authentication, not an ACR bearer token", challenge.scheme)));
+            return Err(Error::cloud(
+                service_name,
+                format!("GET /v2/ asked for {} authentication, not an ACR bearer token", challenge.scheme),
+            ));
         }
-        Greeting::Open => return Err(Error::cloud(service_name, "GET /v2/ needs no credential: is this an ACR registry?")),
+        Greeting::Open => {
+            return Err(Error::cloud(service_name, "GET /v2/ needs no credential: is this an ACR registry?"));
+        }
     };
-    let realm = challenge
-        .param("realm")
-        .ok_or_else(|| Error::cloud(&service_name, "the challenge names no realm"))?;
+    let realm = challenge.param("realm").ok_or_else(|| Error::cloud(&service_name, "the challenge names no realm"))?;
     let mut url = registry.realm_url(realm)?;
     url.set_path("/oauth2/exchange");
     url.set_query(None);
@@ -59,10 +62,9 @@ pub async fn exchange(
         refresh_token: Secret,
     }
     let answer: Answer = reply.success_json(&service_name).map_err(|e| match e {
-        Error::Denied { service, message } => Error::Denied {
-            service,
-            message: format!("{message} (does the identity hold AcrPull on {login_server}?)"),
-        },
+        Error::Denied { service, message } => {
+            Error::Denied { service, message: format!("{message} (does the identity hold AcrPull on {login_server}?)") }
+        }
         other => other,
     })?;
     let expires_at = jwt::expiry(answer.refresh_token.expose()).ok_or_else(|| {

@@ -107,10 +107,8 @@ pub async fn entra_token(
             .map_err(|e| configuration_error(identity, &e))?
         }
         AzureIdentity::ClientSecret { tenant_id, client_id } => {
-            let secret = config
-                .client_secret
-                .as_ref()
-                .ok_or_else(|| Error::Config("no client secret is configured".into()))?;
+            let secret =
+                config.client_secret.as_ref().ok_or_else(|| Error::Config("no client secret is configured".into()))?;
             ClientSecretCredential::new(
                 tenant_id,
                 client_id.clone(),
@@ -127,11 +125,8 @@ pub async fn entra_token(
                     UserAssignedId::ClientId(id.clone())
                 }
             });
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id,
-                client_options,
-            }))
-            .map_err(|e| configuration_error(identity, &e))?
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions { user_assigned_id, client_options }))
+                .map_err(|e| configuration_error(identity, &e))?
         }
     };
     let token = credential

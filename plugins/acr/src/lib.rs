@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use credential_provider::http::Http;
-use credential_provider::{CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount};
+use credential_provider::{
+    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount,
+};
 
 use crate::config::AzureConfig;
 use crate::identity::AzureIdentity;
@@ -89,26 +91,33 @@ impl Provider for Acr {
         };
         let (identity, service_account_token) = self.choose_identity(service_account)?;
         tracing::info!("identity: {}", identity.describe());
-        let mut key_parts =
-            vec![format!("login-server={login_server}"), identity.describe(), format!("cloud={}", self.config.cloud.name())];
+        let mut key_parts = vec![
+            format!("login-server={login_server}"),
+            identity.describe(),
+            format!("cloud={}", self.config.cloud.name()),
+        ];
         key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan {
-            registry: requested,
-            target: AcrTarget { login_server, identity },
-            key_parts,
-            service_account_token,
-        })
+        Ok(Plan { registry: requested, target: AcrTarget { login_server, identity }, key_parts, service_account_token })
     }
 
     async fn fetch(&self, plan: &Plan<AcrTarget>) -> Result<Credential, Error> {
         let http = Http::new()?;
         let target = &plan.target;
-        let entra =
-            identity::entra_token(&target.identity, &self.config, plan.service_account_token.as_ref(), self.transport(&http))
+        let entra = identity::entra_token(
+            &target.identity,
+            &self.config,
+            plan.service_account_token.as_ref(),
+            self.transport(&http),
+        )
+        .await?;
+        let refresh =
+            exchange::exchange(&http, &self.endpoints, &target.login_server, target.identity.tenant_id(), &entra)
                 .await?;
-        let refresh = exchange::exchange(&http, &self.endpoints, &target.login_server, target.identity.tenant_id(), &entra)
-            .await?;
-        Ok(Credential { username: exchange::USERNAME.to_string(), password: refresh.token, expires_at: refresh.expires_at })
+        Ok(Credential {
+            username: exchange::USERNAME.to_string(),
+            password: refresh.token,
+            expires_at: refresh.expires_at,
+        })
     }
 
     async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
@@ -119,7 +128,10 @@ impl Provider for Acr {
 
 impl Acr {
     /// The identity for a request, and the service-account token it uses.
-    fn choose_identity(&self, service_account: Option<&ServiceAccount>) -> Result<(AzureIdentity, Option<Secret>), Error> {
+    fn choose_identity(
+        &self,
+        service_account: Option<&ServiceAccount>,
+    ) -> Result<(AzureIdentity, Option<Secret>), Error> {
         let config = &self.config;
         if let Some(sa) = service_account
             && let Some(token) = &sa.token

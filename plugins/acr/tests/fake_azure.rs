@@ -93,11 +93,15 @@ fn every_acr_host_form_is_served_and_keyed_by_itself() {
 #[test]
 fn user_assigned_identities_by_client_id_and_resource_id() {
     let clouds = Clouds::start();
-    let resource = "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/puller";
+    let resource =
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/puller";
     for id in ["99999999-8888-7777-6666-555555555555", resource] {
         clouds.azure.add_user_assigned_identity(id);
         let plugin = clouds.plugin();
-        let config = azure_json(&plugin, &serde_json::json!({ "useManagedIdentityExtension": true, "userAssignedIdentityID": id }));
+        let config = azure_json(
+            &plugin,
+            &serde_json::json!({ "useManagedIdentityExtension": true, "userAssignedIdentityID": id }),
+        );
         let exec = plugin.exec(&[config.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
         expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
     }
@@ -262,9 +266,11 @@ fn the_cache_duration_follows_the_refresh_tokens_expiry() {
 fn cloud_faults_end_in_one_line_with_nothing_on_stdout() {
     let clouds = Clouds::start();
     let secret = clouds.azure.add_secret_app(APP);
-    let plugin = clouds
-        .plugin()
-        .with_env([("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", APP), ("AZURE_CLIENT_SECRET", secret.as_str())]);
+    let plugin = clouds.plugin().with_env([
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", APP),
+        ("AZURE_CLIENT_SECRET", secret.as_str()),
+    ]);
     clouds.azure.set_fault(Some(Fault::Status(503)));
     let exec = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
@@ -309,7 +315,13 @@ fn check_reports_the_token_the_exchange_and_pull() {
         report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
-        ["entra:token", "acr:exchange", "registry:challenge", "registry:token repository:team/app:pull", "registry:pull team/app"]
+        [
+            "entra:token",
+            "acr:exchange",
+            "registry:challenge",
+            "registry:token repository:team/app:pull",
+            "registry:pull team/app"
+        ]
     );
     expect_no_secrets(&exec.stdout, &clouds.secrets());
     expect_no_secrets(&exec.stderr, &clouds.secrets());

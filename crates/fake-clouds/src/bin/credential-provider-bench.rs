@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeGoogle, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeRegistry, Fault};
 
 /// One plugin to measure: its binary, how to point it at a fake cloud, and an
 /// image it serves. A new plugin joins the benchmark with one more entry.
@@ -27,6 +27,8 @@ struct Target {
 struct FakeClouds {
     aws: FakeAws,
     google: FakeGoogle,
+    azure: FakeAzure,
+    acr: FakeRegistry,
 }
 
 const TARGETS: &[Target] = &[
@@ -41,6 +43,19 @@ const TARGETS: &[Target] = &[
         image: "us-docker.pkg.dev/fake-project/images/app",
         token_calls: |clouds| clouds.google.token_calls(),
         env: |clouds| clouds.google.endpoint_env(),
+    },
+    Target {
+        binary: "acr-credential-provider",
+        image: "myacr.azurecr.io/team/app",
+        token_calls: |clouds| clouds.acr.calls("exchange"),
+        env: |clouds| {
+            let mut env = clouds.azure.endpoint_env();
+            env.push((
+                "CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".into(),
+                clouds.acr.endpoints_for(&["myacr.azurecr.io"]),
+            ));
+            env
+        },
     },
 ];
 
@@ -57,7 +72,9 @@ fn main() {
         }
     }
     let dir = sibling_binaries("target/release");
-    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start() };
+    let azure = FakeAzure::start();
+    let acr = FakeRegistry::start_acr(azure.token_check());
+    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr };
 
     println!(
         "| plugin | binary size | warm exec (median / p90) | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"

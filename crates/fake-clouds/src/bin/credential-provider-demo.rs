@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeGoogle, FakeRegistry, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeRegistry, Fault};
 
 fn main() {
     let dir = sibling_binaries("target/debug");
@@ -21,6 +21,10 @@ fn main() {
     }
     if let Some(binary) = find(&dir, "gcr-credential-provider") {
         gcr(&binary);
+        ran += 1;
+    }
+    if let Some(binary) = find(&dir, "acr-credential-provider") {
+        acr(&binary);
         ran += 1;
     }
     if ran == 0 {
@@ -158,4 +162,56 @@ fn gcr(binary: &Path) {
     registry.deny("fake-project/secret");
     show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &|| google.secrets());
     show(&plugin, &["check", "--image", "us-docker.pkg.dev/fake-project/secret"], "", &|| google.secrets());
+}
+
+fn acr(binary: &Path) {
+    heading("acr-credential-provider against a fake Entra ID, IMDS and ACR");
+    let azure = FakeAzure::start();
+    let registry = FakeRegistry::start_acr(azure.token_check());
+    let secrets = || [azure.secrets(), registry.secrets()].concat();
+    let plugin = PluginUnderTest::new(binary).with_env(azure.endpoint_env()).with_env([(
+        "CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS",
+        registry.endpoints_for(&["myacr.azurecr.io", "myacr.westeurope.geo.azurecr.io"]),
+    )]);
+    let config = plugin.home().join("azure.json");
+    let _ = std::fs::write(&config, r#"{"cloud":"AzurePublicCloud","useManagedIdentityExtension":true}"#);
+    let config = config.display().to_string();
+    let image = "myacr.azurecr.io/team/app";
+
+    println!("\n-- a cold exec with upstream's argument (azure.json): managed identity, then the registry's exchange");
+    show(&plugin, &[&config, "-v"], &request_json(ApiVersion::V1, image, None, false), &secrets);
+    println!("\n-- a geo-replica host, and a mirror: mcr.microsoft.com served with myacr's credential");
+    show(
+        &plugin,
+        &[&config],
+        &request_json(ApiVersion::V1, "myacr.westeurope.geo.azurecr.io/team/app", None, false),
+        &secrets,
+    );
+    show(
+        &plugin,
+        &[&config, "--registry-mirror", "mcr.microsoft.com:myacr.azurecr.io"],
+        &request_json(ApiVersion::V1, "mcr.microsoft.com/dotnet/runtime", None, false),
+        &secrets,
+    );
+
+    println!("\n-- KEP-4412: the pod's service-account token as a client assertion for its own application");
+    let app = "11111111-2222-3333-4444-555555555555";
+    let token = "eyJhbGciOi.tenant-c-service-account-token.sig";
+    azure.trust_assertion(fake_clouds::azure::TENANT, app, token);
+    let sa = TestServiceAccount {
+        token: Some(token.to_string()),
+        annotations: BTreeMap::from([("kubernetes.azure.com/acr-client-id".to_string(), app.to_string())]),
+    };
+    let with_tenant = plugin.with_env([("AZURE_TENANT_ID", fake_clouds::azure::TENANT)]);
+    show(&with_tenant, &[&config, "-v"], &request_json(ApiVersion::V1, image, Some(&sa), false), &secrets);
+
+    println!("\n-- check, and a lookalike host");
+    registry.deny("team/secret");
+    show(&with_tenant, &[&config, "check", "--image", "myacr.azurecr.io/team/secret:1.0"], "", &secrets);
+    show(
+        &with_tenant,
+        &[&config],
+        &request_json(ApiVersion::V1, "myacr.azurecr.io.evil.com/app", None, false),
+        &secrets,
+    );
 }
