@@ -1,0 +1,33 @@
+//! `check`: the IAM token of the node's identity, and a pull-scope token for
+//! the repository through the core's registry handshake.
+
+use credential_provider::cache::unix_now;
+use credential_provider::http::Http;
+use credential_provider::registry::Registry;
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
+
+use crate::{Icr, IcrTarget, USERNAME};
+
+pub async fn run(icr: &Icr, image: &ImageRef, target: &IcrTarget) -> CheckReport {
+    let mut steps = Vec::new();
+    match icr.iam_token(target, None).await {
+        Ok(token) => {
+            let left = token.expires_at.saturating_sub(unix_now());
+            steps.push(CheckStep::new(
+                "iam:token",
+                Outcome::Allowed,
+                format!("{}: an access token valid for {left}s more", target.iam),
+            ));
+            match Http::new() {
+                Ok(http) => {
+                    let host = image.registry();
+                    let registry = Registry::new(&http, &icr.endpoints, &host);
+                    steps.extend(registry.check_pull(&image.path, USERNAME, &token.token).await);
+                }
+                Err(e) => steps.push(CheckStep::new("registry", Outcome::Unknown, e.to_string())),
+            }
+        }
+        Err(e) => steps.push(CheckStep::new("iam:token", Outcome::of_error(&e), e.to_string())),
+    }
+    CheckReport { image: image.to_string(), identity: target.identity.describe(), steps }
+}
