@@ -6,17 +6,21 @@ use credential_provider::http::Http;
 use credential_provider::registry::Registry;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
 
-use crate::{Icr, IcrTarget, USERNAME};
+use crate::{IbmIdentity, Icr, IcrTarget, USERNAME};
 
 pub async fn run(icr: &Icr, image: &ImageRef, target: &IcrTarget) -> CheckReport {
     let mut steps = Vec::new();
+    let issuer = match &target.identity {
+        IbmIdentity::VpcInstance(_) => "the VPC identity service".to_string(),
+        _ => target.iam.clone(),
+    };
     match icr.iam_token(target, None).await {
         Ok(token) => {
             let left = token.expires_at.saturating_sub(unix_now());
             steps.push(CheckStep::new(
                 "iam:token",
                 Outcome::Allowed,
-                format!("{}: an access token valid for {left}s more", target.iam),
+                format!("{issuer}: an access token valid for {left}s more"),
             ));
             match Http::new() {
                 Ok(http) => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeRegistry, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeRegistry, Fault};
 
 /// One plugin to measure: its binary, how to point it at a fake cloud, and an
 /// image it serves. A new plugin joins the benchmark with one more entry.
@@ -29,6 +29,7 @@ struct FakeClouds {
     google: FakeGoogle,
     azure: FakeAzure,
     acr: FakeRegistry,
+    ibm: FakeIbm,
 }
 
 const TARGETS: &[Target] = &[
@@ -57,6 +58,12 @@ const TARGETS: &[Target] = &[
             env
         },
     },
+    Target {
+        binary: "icr-credential-provider",
+        image: "us.icr.io/team/app",
+        token_calls: |clouds| clouds.ibm.calls("vpc:iam-token"),
+        env: |clouds| clouds.ibm.endpoint_env(),
+    },
 ];
 
 fn main() {
@@ -74,7 +81,7 @@ fn main() {
     let dir = sibling_binaries("target/release");
     let azure = FakeAzure::start();
     let acr = FakeRegistry::start_acr(azure.token_check());
-    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr };
+    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start() };
 
     println!(
         "| plugin | binary size | warm exec (median / p90) | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeRegistry, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeRegistry, Fault};
 
 fn main() {
     let dir = sibling_binaries("target/debug");
@@ -25,6 +25,10 @@ fn main() {
     }
     if let Some(binary) = find(&dir, "acr-credential-provider") {
         acr(&binary);
+        ran += 1;
+    }
+    if let Some(binary) = find(&dir, "icr-credential-provider") {
+        icr(&binary);
         ran += 1;
     }
     if ran == 0 {
@@ -214,4 +218,31 @@ fn acr(binary: &Path) {
         &request_json(ApiVersion::V1, "myacr.azurecr.io.evil.com/app", None, false),
         &secrets,
     );
+}
+
+fn icr(binary: &Path) {
+    heading("icr-credential-provider against a fake IAM, VPC metadata service and registry");
+    let ibm = FakeIbm::start();
+    let registry = FakeRegistry::start();
+    registry.accept(ibm.registry_check());
+    let mut plugin = PluginUnderTest::new(binary).with_env(ibm.endpoint_env());
+    plugin.set_env("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", &registry.endpoints_for(&["us.icr.io"]));
+    let image = "us.icr.io/team/app";
+
+    println!("\n-- a cold exec: the VPC instance's identity for its linked trusted profile (no pull secret anywhere)");
+    show(&plugin, &["-v"], &request_json(ApiVersion::V1, image, None, false), &|| ibm.secrets());
+
+    println!("\n-- KEP-4412: a tenant's service-account token for the tenant's trusted profile");
+    let profile = "Profile-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    let token = "eyJhbGciOi.tenant-d-service-account-token.sig";
+    ibm.trust(&format!("id:{profile}"), token);
+    let sa = TestServiceAccount {
+        token: Some(token.to_string()),
+        annotations: BTreeMap::from([("iam.cloud.ibm.com/trusted-profile-id".to_string(), profile.to_string())]),
+    };
+    show(&plugin, &["-v"], &request_json(ApiVersion::V1, image, Some(&sa), false), &|| ibm.secrets());
+
+    println!("\n-- check, and cp.icr.io (entitled software) refused");
+    show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &|| ibm.secrets());
+    show(&plugin, &[], &request_json(ApiVersion::V1, "cp.icr.io/cp/ibm-mq", None, false), &|| ibm.secrets());
 }
