@@ -105,7 +105,7 @@ fn a_wrong_api_key_is_a_denial_that_says_what_to_check() {
     let key = format!("not-a-known-key-{}", nonce());
     let plugin = plugin(&ibm).with_env([("IBMCLOUD_API_KEY", key.as_str())]);
     let verbose = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
-    expect_no_secrets(&verbose.stderr, &[key.clone()]);
+    expect_no_secrets(&verbose.stderr, std::slice::from_ref(&key));
     let exec = plugin.request(&request(IMAGE));
     expect_rejected(&exec, &[key]);
     assert_eq!(exec.code, Some(2));
