@@ -274,6 +274,14 @@ impl Cache {
         }
     }
 
+    /// Removes the entry for `key`, if any: the next reader fetches anew.
+    pub fn remove_entry(&self, plugin: &str, key: &CacheKey) {
+        let path = self.entry_path(plugin, key);
+        if path.exists() {
+            self.remove(&path);
+        }
+    }
+
     /// Every entry file of `plugin`, with its content when it parses.
     pub fn entries(&self, plugin: &str) -> Vec<(PathBuf, Option<CachedCredential>)> {
         self.files(&format!("{plugin}-"), ".json")

@@ -13,6 +13,7 @@
 //! - [`registry`]: the OCI token handshake that proves a credential grants pull;
 //! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`secret`]: keeping secrets out of logs and errors;
+//! - [`session`]: the cache of intermediate credentials (OCI's federation token);
 //! - [`runner`]: the command line and the flow of one request.
 
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod provider;
 pub mod registry;
 pub mod runner;
 pub mod secret;
+pub mod session;
 
 pub use check::{CheckReport, CheckStep, Outcome};
 pub use endpoints::Endpoints;
@@ -37,3 +39,4 @@ pub use protocol::ServiceAccount;
 pub use provider::{Credential, Plan, Provider, ResponseOverrides};
 pub use runner::run;
 pub use secret::Secret;
+pub use session::{Session, Sessions};

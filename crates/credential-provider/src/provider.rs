@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::image::ImageRef;
 use crate::protocol::{CacheKeyType, ServiceAccount};
 use crate::secret::Secret;
+use crate::session::Sessions;
 
 /// A registry credential fresh from the cloud.
 #[derive(Clone, Debug)]
@@ -69,6 +70,10 @@ pub trait Provider: Sized {
     /// (`get-credentials` for the GCP plugin).
     const COMPAT_SUBCOMMANDS: &'static [&'static str] = &[];
 
+    /// Long flags the upstream plugin takes with one dash, as Go's `flag`
+    /// package allows (`-config FILE`): rewritten to `--config` before parsing.
+    const COMPAT_SINGLE_DASH_FLAGS: &'static [&'static str] = &[];
+
     /// The plugin's own command-line flags.
     type Args: clap::Args + Debug;
     /// What `plan` decides and `fetch` uses.
@@ -81,11 +86,32 @@ pub trait Provider: Sized {
     /// this plugin does not serve.
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<Self::Target>, Error>;
 
-    /// Gets a fresh credential from the cloud.
-    async fn fetch(&self, plan: &Plan<Self::Target>) -> Result<Credential, Error>;
+    /// Gets a fresh credential from the cloud. `sessions` caches whatever
+    /// intermediate credential the plugin needs on the way.
+    async fn fetch(&self, plan: &Plan<Self::Target>, sessions: &Sessions<'_>) -> Result<Credential, Error>;
 
-    /// Checks, with this node's identity, every permission a pull of `image` needs.
-    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error>;
+    /// Checks, with this node's identity, every permission a pull of `image`
+    /// needs. It runs with fresh credentials: the runner forgets the cached
+    /// one for `image` afterwards, and a plugin forgets its sessions.
+    async fn check(&self, image: &ImageRef, sessions: &Sessions<'_>) -> Result<CheckReport, Error>;
+
+    /// Whether `verify` must run on every answer (a plugin option that costs
+    /// a network call per exec; off by default, and then no runtime starts on
+    /// a cache hit).
+    fn verifies_credentials(&self) -> bool {
+        false
+    }
+
+    /// Proves `credential` works before the kubelet gets it. A `Denied` makes
+    /// the runner forget the cached credential and fetch once more.
+    async fn verify(
+        &self,
+        _plan: &Plan<Self::Target>,
+        _credential: &Credential,
+        _sessions: &Sessions<'_>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// What every response must say regardless of the credential.
     fn response_overrides(&self) -> ResponseOverrides {

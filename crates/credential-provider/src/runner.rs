@@ -24,6 +24,7 @@ use crate::protocol::{
 };
 use crate::provider::{Credential, Plan, Provider};
 use crate::secret::{self, ScrubbingStderr, Secret};
+use crate::session::Sessions;
 
 /// The most a request may weigh; the kubelet's are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -116,6 +117,17 @@ fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), E
     if args.get(1).is_some_and(|first| P::COMPAT_SUBCOMMANDS.iter().any(|name| first == name)) {
         args.remove(1);
     }
+    for arg in args.iter_mut().skip(1) {
+        let Some(text) = arg.to_str() else { continue };
+        let single_dash = P::COMPAT_SINGLE_DASH_FLAGS.iter().any(|flag| {
+            text.strip_prefix('-')
+                .and_then(|rest| rest.strip_prefix(flag))
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('='))
+        });
+        if single_dash {
+            *arg = format!("-{text}").into();
+        }
+    }
     let command = Cli::<P::Args>::command()
         .name(P::BINARY)
         .bin_name(P::BINARY)
@@ -155,9 +167,16 @@ fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), E
 
     match cli.command {
         Some(Command::Check { image, output }) => {
+            let cache = open_cache(cli.no_cache)?;
             let provider = P::new(cli.plugin, endpoints)?;
             let image = ImageRef::parse(&image)?;
-            let report = block_on(provider.check(&image))?;
+            let sessions = Sessions::new(cache.as_ref(), P::NAME);
+            let report = block_on(provider.check(&image, &sessions))?;
+            // A credential cached before a permission was granted must not
+            // outlive the check that shows the change: the next exec fetches.
+            if let (Some(cache), Ok(plan)) = (&cache, provider.plan(&image, None)) {
+                cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
+            }
             let text = match output {
                 OutputFormat::Table => report.to_table(),
                 OutputFormat::Json => report.to_json(),
@@ -216,7 +235,18 @@ pub fn answer<P: Provider>(
     let image = ImageRef::parse(&request.image)?;
     let plan = provider.plan(&image, request.service_account.as_ref())?;
     tracing::debug!(registry = %plan.registry, target = ?plan.target, "planned");
-    let (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+    let (mut credential, mut cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+    if provider.verifies_credentials() {
+        let sessions = Sessions::new(cache, P::NAME);
+        if let Err(Error::Denied { service, message }) = block_on(provider.verify(&plan, &credential, &sessions)) {
+            tracing::warn!("{service} refused the credential ({message}); fetching a new one");
+            if let Some(cache) = cache {
+                cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
+            }
+            (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+            block_on(provider.verify(&plan, &credential, &sessions))?;
+        }
+    }
     let overrides = provider.response_overrides();
     let cache_duration = match overrides.cache_duration {
         Some(chosen) => chosen.min(Duration::from_secs(credential.expires_at.saturating_sub(cache::unix_now()))),
@@ -251,7 +281,7 @@ fn obtain<P: Provider>(
     image: &str,
 ) -> Result<(Credential, Duration), Error> {
     let Some(cache) = cache else {
-        let credential = fetch(provider, plan)?;
+        let credential = fetch(provider, None, plan)?;
         let now = cache::unix_now();
         let refresh_at = CachedCredential::refresh_point(now, credential.expires_at, P::REFRESH_FRACTION);
         return Ok((credential, Duration::from_secs(refresh_at.saturating_sub(now))));
@@ -333,7 +363,7 @@ fn renew<P: Provider>(
     if let Some(entry) = cached.as_ref().filter(|e| e.freshness(cache::unix_now()) == Freshness::Fresh) {
         return Ok(Renewal::ByAnother(entry.clone()));
     }
-    let credential = match fetch(provider, plan) {
+    let credential = match fetch(provider, Some(cache), plan) {
         Ok(credential) => credential,
         Err(error) => return Err(Box::new(RenewalFailure { error, cached })),
     };
@@ -375,9 +405,10 @@ fn to_credential(entry: &CachedCredential) -> Credential {
     Credential { username: entry.username.clone(), password: entry.password.clone(), expires_at: entry.expires_at }
 }
 
-fn fetch<P: Provider>(provider: &P, plan: &Plan<P::Target>) -> Result<Credential, Error> {
+fn fetch<P: Provider>(provider: &P, cache: Option<&Cache>, plan: &Plan<P::Target>) -> Result<Credential, Error> {
+    let sessions = Sessions::new(cache, P::NAME);
     block_on(async {
-        match tokio::time::timeout(FETCH_BUDGET, provider.fetch(plan)).await {
+        match tokio::time::timeout(FETCH_BUDGET, provider.fetch(plan, &sessions)).await {
             Ok(result) => result,
             Err(_) => Err(Error::cloud(
                 P::NAME,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use credential_provider::http::Http;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount,
+    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::config::AzureConfig;
@@ -100,7 +100,7 @@ impl Provider for Acr {
         Ok(Plan { registry: requested, target: AcrTarget { login_server, identity }, key_parts, service_account_token })
     }
 
-    async fn fetch(&self, plan: &Plan<AcrTarget>) -> Result<Credential, Error> {
+    async fn fetch(&self, plan: &Plan<AcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let http = Http::new()?;
         let target = &plan.target;
         let entra = identity::entra_token(
@@ -120,7 +120,7 @@ impl Provider for Acr {
         })
     }
 
-    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
+    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
         let plan = self.plan(image, None)?;
         Ok(check::run(self, image, &plan.target).await)
     }

@@ -18,7 +18,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use base64::Engine as _;
 use credential_provider::cache::unix_now;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount,
+    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::aws_error::AwsFailure;
@@ -124,7 +124,7 @@ impl Provider for Ecr {
         })
     }
 
-    async fn fetch(&self, plan: &Plan<EcrTarget>) -> Result<Credential, Error> {
+    async fn fetch(&self, plan: &Plan<EcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let target = &plan.target;
         let sdk = self.sdk_config(target.registry.region()).await;
         let assumed = match (&target.role_arn, &plan.service_account_token) {
@@ -170,7 +170,7 @@ impl Provider for Ecr {
         Ok(Credential { username, password, expires_at })
     }
 
-    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
+    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
         let plan = self.plan(image, None)?;
         let sdk = self.sdk_config(plan.target.registry.region()).await;
         Ok(check::run(self, &sdk, image, &plan.target.registry).await)

@@ -29,6 +29,7 @@ use credential_provider::http::Http;
 use credential_provider::protocol::{CacheKeyType, parse_go_duration};
 use credential_provider::{
     CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, ResponseOverrides, Secret, ServiceAccount,
+    Sessions,
 };
 
 use crate::credentials_file::CredentialsFile;
@@ -177,7 +178,7 @@ impl Provider for Gcr {
         Ok(Plan { registry: image.host.clone(), target: identity, key_parts, service_account_token })
     }
 
-    async fn fetch(&self, plan: &Plan<Identity>) -> Result<Credential, Error> {
+    async fn fetch(&self, plan: &Plan<Identity>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         if let Identity::Dockercfg { flow, image } = &plan.target {
             let (username, password) = self.dockercfg_login(*flow, image).await?;
             return Ok(Credential { username, password, expires_at: unix_now() + DOCKERCFG_LIFETIME });
@@ -186,7 +187,7 @@ impl Provider for Gcr {
         Ok(Credential { username: USERNAME.to_string(), password: token.token, expires_at: token.expires_at })
     }
 
-    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
+    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
         let plan = self.plan(image, None)?;
         Ok(check::run(self, image, &plan.target).await)
     }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use credential_provider::cache::secret_digest;
 use credential_provider::http::Http;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount,
+    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::hosts::IcrRegistry;
@@ -144,12 +144,12 @@ impl Provider for Icr {
         Ok(Plan { registry: image.host.clone(), target: IcrTarget { identity, iam }, key_parts, service_account_token })
     }
 
-    async fn fetch(&self, plan: &Plan<IcrTarget>) -> Result<Credential, Error> {
+    async fn fetch(&self, plan: &Plan<IcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let token = self.iam_token(&plan.target, plan.service_account_token.as_ref()).await?;
         Ok(Credential { username: USERNAME.to_string(), password: token.token, expires_at: token.expires_at })
     }
 
-    async fn check(&self, image: &ImageRef) -> Result<CheckReport, Error> {
+    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
         let plan = self.plan(image, None)?;
         Ok(check::run(self, image, &plan.target).await)
     }
