@@ -239,7 +239,7 @@ pub fn answer<P: Provider>(
     if provider.verifies_credentials() {
         let sessions = Sessions::new(cache, P::NAME);
         if let Err(Error::Denied { service, message }) = block_on(provider.verify(&plan, &credential, &sessions)) {
-            tracing::warn!("{service} refused the credential ({message}); fetching a new one");
+            tracing::info!("{service} refused the credential ({message}); fetching a new one");
             if let Some(cache) = cache {
                 cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
             }

@@ -12,6 +12,7 @@ pub mod examples;
 pub mod google;
 pub mod ibm;
 pub mod moto;
+pub mod oci;
 pub mod registry;
 pub mod server;
 
@@ -20,6 +21,7 @@ pub use azure::FakeAzure;
 pub use conformance::{Exec, PluginUnderTest, TestServiceAccount};
 pub use google::FakeGoogle;
 pub use ibm::FakeIbm;
+pub use oci::FakeOci;
 pub use registry::FakeRegistry;
 pub use server::FakeServer;
 pub use server::Fault;

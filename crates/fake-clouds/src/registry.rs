@@ -29,6 +29,20 @@ type CredentialCheck = Box<dyn Fn(&str, &str) -> bool + Send>;
 /// The username ACR pairs with refresh tokens.
 pub const ACR_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 
+/// The path of OCIR's token endpoint.
+pub const OCIR_TOKEN_PATH: &str = "/20180419/docker/token";
+
+type SignatureCheck = Box<dyn Fn(&Method, &Uri, &HeaderMap, &[u8]) -> Result<String, String> + Send>;
+
+/// OCIR's signed token endpoint's state.
+struct OcirTokens {
+    check: SignatureCheck,
+    /// Issued docker token → the principal it was issued to.
+    tokens: BTreeMap<String, String>,
+    denied: BTreeSet<String>,
+    lifetime: i64,
+}
+
 /// The ACR exchange's state.
 struct AcrExchange {
     trusts: Box<dyn Fn(&str) -> bool + Send>,
@@ -47,6 +61,7 @@ struct RegistryState {
     tokens: BTreeMap<String, String>,
     calls: BTreeMap<String, usize>,
     acr: Option<AcrExchange>,
+    ocir: Option<OcirTokens>,
 }
 
 type Shared = Arc<Mutex<RegistryState>>;
@@ -79,6 +94,7 @@ impl FakeRegistry {
             tokens: BTreeMap::new(),
             calls: BTreeMap::new(),
             acr: None,
+            ocir: None,
         }));
         let router = Router::new().fallback(handle).with_state(state.clone());
         let server = FakeServer::start(router);
@@ -98,6 +114,49 @@ impl FakeRegistry {
             fault: None,
         });
         registry
+    }
+
+    /// An OCI Registry: `GET /20180419/docker/token` signed as a principal
+    /// (verified by `check`, which names the principal) issues a docker token
+    /// living an hour; the same path is the realm, taking `BEARER_TOKEN` and
+    /// that token for pull-scoped tokens.
+    pub fn start_ocir(
+        check: impl Fn(&Method, &Uri, &HeaderMap, &[u8]) -> Result<String, String> + Send + 'static,
+    ) -> FakeRegistry {
+        let registry = FakeRegistry::start();
+        lock(&registry.state).ocir = Some(OcirTokens {
+            check: Box::new(check),
+            tokens: BTreeMap::new(),
+            denied: BTreeSet::new(),
+            lifetime: 3600,
+        });
+        registry
+    }
+
+    /// Makes OCIR refuse docker tokens to `principal` (`user`, `instance`, `resource-principal`).
+    pub fn deny_principal(&self, principal: &str) {
+        if let Some(ocir) = lock(&self.state).ocir.as_mut() {
+            ocir.denied.insert(principal.to_string());
+        }
+    }
+
+    /// Lifts [`FakeRegistry::deny_principal`].
+    pub fn allow_principal(&self, principal: &str) {
+        if let Some(ocir) = lock(&self.state).ocir.as_mut() {
+            ocir.denied.remove(principal);
+        }
+    }
+
+    /// How long OCIR's docker tokens live (`expires_in`).
+    pub fn set_docker_token_lifetime(&self, seconds: i64) {
+        if let Some(ocir) = lock(&self.state).ocir.as_mut() {
+            ocir.lifetime = seconds;
+        }
+    }
+
+    /// The principal of each docker token issued, in order of issue.
+    pub fn docker_token_principals(&self) -> Vec<String> {
+        lock(&self.state).ocir.as_ref().map(|o| o.tokens.values().cloned().collect()).unwrap_or_default()
     }
 
     /// How long the refresh tokens it issues live.
@@ -123,7 +182,8 @@ impl FakeRegistry {
     pub fn secrets(&self) -> Vec<String> {
         let state = lock(&self.state);
         let refresh = state.acr.iter().flat_map(|acr| acr.refresh_tokens.iter().cloned());
-        state.tokens.keys().cloned().chain(refresh).collect()
+        let docker = state.ocir.iter().flat_map(|ocir| ocir.tokens.keys().cloned());
+        state.tokens.keys().cloned().chain(refresh).chain(docker).collect()
     }
 
     pub fn url(&self) -> String {
@@ -157,6 +217,7 @@ fn problem(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let body = body.to_vec();
     let path = uri.path().to_string();
     if method == Method::POST && path == "/oauth2/exchange" {
         return acr_exchange(&state, &body).await;
@@ -165,9 +226,16 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let mut state = lock(&state);
+    if path == OCIR_TOKEN_PATH && authorization.starts_with("Signature ") {
+        return ocir_token(&mut state, &method, &uri, &headers, &body);
+    }
     if path == "/v2/" {
         *state.calls.entry("challenge".into()).or_default() += 1;
-        let realm = if state.acr.is_some() { "/oauth2/token" } else { "/v2/token" };
+        let realm = match (&state.acr, &state.ocir) {
+            (Some(_), _) => "/oauth2/token",
+            (_, Some(_)) => OCIR_TOKEN_PATH,
+            _ => "/v2/token",
+        };
         let challenge = format!(r#"Bearer realm="{}{realm}",service="fake-registry""#, state.url);
         let mut response = problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
         if let Ok(value) = challenge.parse() {
@@ -175,7 +243,7 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         }
         return response;
     }
-    if path == "/v2/token" || path == "/oauth2/token" {
+    if path == "/v2/token" || path == "/oauth2/token" || path == OCIR_TOKEN_PATH {
         *state.calls.entry("token".into()).or_default() += 1;
         let Some((user, password)) = basic_credentials(&authorization) else {
             return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "basic credentials required");
@@ -188,9 +256,10 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         else {
             return problem(StatusCode::BAD_REQUEST, "DENIED", "scope must be repository:<name>:pull");
         };
-        let accepted = match &state.acr {
-            Some(acr) => user == ACR_USERNAME && acr.refresh_tokens.contains(&password),
-            None => (state.accepts)(&user, &password),
+        let accepted = match (&state.acr, &state.ocir) {
+            (Some(acr), _) => user == ACR_USERNAME && acr.refresh_tokens.contains(&password),
+            (_, Some(ocir)) => user == "BEARER_TOKEN" && ocir.tokens.contains_key(&password),
+            _ => (state.accepts)(&user, &password),
         };
         if !accepted {
             return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid username or password");
@@ -255,6 +324,29 @@ async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
     }));
     acr.refresh_tokens.insert(token.clone());
     axum::Json(serde_json::json!({ "refresh_token": token })).into_response()
+}
+
+fn ocir_token(state: &mut RegistryState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    *state.calls.entry("ocir-token".into()).or_default() += 1;
+    let Some(ocir) = state.ocir.as_mut() else {
+        return problem(StatusCode::NOT_FOUND, "NOT_FOUND", "not an OCI registry");
+    };
+    let principal = match (ocir.check)(method, uri, headers, body) {
+        Ok(principal) => principal,
+        Err(why) => {
+            let body = serde_json::json!({ "code": "NotAuthenticated", "message": why });
+            return (StatusCode::UNAUTHORIZED, [("content-type", "application/json")], body.to_string())
+                .into_response();
+        }
+    };
+    if ocir.denied.contains(&principal) {
+        let body = serde_json::json!({ "code": "NotAuthorizedOrNotFound", "message": "Authorization failed or requested resource not found" });
+        return (StatusCode::FORBIDDEN, [("content-type", "application/json")], body.to_string()).into_response();
+    }
+    let token = format!("ocir-docker-token-{}", nonce());
+    ocir.tokens.insert(token.clone(), principal);
+    axum::Json(serde_json::json!({ "token": token, "access_token": token, "expires_in": ocir.lifetime }))
+        .into_response()
 }
 
 fn basic_credentials(authorization: &str) -> Option<(String, String)> {
