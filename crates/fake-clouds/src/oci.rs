@@ -294,7 +294,7 @@ async fn federation(state: &Shared, method: &Method, uri: &Uri, headers: &Header
     if request["certificate"].as_str() != Some(&base64::engine::general_purpose::STANDARD.encode(&leaf)) {
         return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "certificate is not the instance's");
     }
-    if !request["intermediateCertificates"].as_array().is_some_and(|list| list.len() == 1) {
+    if request["intermediateCertificates"].as_array().is_none_or(|list| list.len() != 1) {
         return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "intermediateCertificates expected");
     }
     let Some(public_key) =
