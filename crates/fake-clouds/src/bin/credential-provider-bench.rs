@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeRegistry, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeOci, FakeRegistry, Fault};
 
 /// One plugin to measure: its binary, how to point it at a fake cloud, and an
 /// image it serves. A new plugin joins the benchmark with one more entry.
@@ -30,6 +30,8 @@ struct FakeClouds {
     azure: FakeAzure,
     acr: FakeRegistry,
     ibm: FakeIbm,
+    oci: FakeOci,
+    ocir: FakeRegistry,
 }
 
 const TARGETS: &[Target] = &[
@@ -64,6 +66,16 @@ const TARGETS: &[Target] = &[
         token_calls: |clouds| clouds.ibm.calls("vpc:iam-token"),
         env: |clouds| clouds.ibm.endpoint_env(),
     },
+    Target {
+        binary: "ocir-credential-provider",
+        image: "iad.ocir.io/tenancy-namespace/team/app",
+        token_calls: |clouds| clouds.ocir.calls("ocir-token"),
+        env: |clouds| {
+            let mut env = clouds.oci.endpoint_env();
+            env.push(("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".into(), clouds.ocir.endpoints_for(&["iad.ocir.io"])));
+            env
+        },
+    },
 ];
 
 fn main() {
@@ -79,9 +91,12 @@ fn main() {
         }
     }
     let dir = sibling_binaries("target/release");
+    let oci = FakeOci::start();
+    let ocir = FakeRegistry::start_ocir(oci.signature_check());
     let azure = FakeAzure::start();
     let acr = FakeRegistry::start_acr(azure.token_check());
-    let clouds = FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start() };
+    let clouds =
+        FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start(), oci, ocir };
 
     println!(
         "| plugin | binary size | warm exec (median / p90) | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"

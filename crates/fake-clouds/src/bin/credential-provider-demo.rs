@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
-use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeRegistry, Fault};
+use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeOci, FakeRegistry, Fault};
 
 fn main() {
     let dir = sibling_binaries("target/debug");
@@ -29,6 +29,10 @@ fn main() {
     }
     if let Some(binary) = find(&dir, "icr-credential-provider") {
         icr(&binary);
+        ran += 1;
+    }
+    if let Some(binary) = find(&dir, "ocir-credential-provider") {
+        ocir(&binary);
         ran += 1;
     }
     if ran == 0 {
@@ -245,4 +249,37 @@ fn icr(binary: &Path) {
     println!("\n-- check, and cp.icr.io (entitled software) refused");
     show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &|| ibm.secrets());
     show(&plugin, &[], &request_json(ApiVersion::V1, "cp.icr.io/cp/ibm-mq", None, false), &|| ibm.secrets());
+}
+
+fn ocir(binary: &Path) {
+    heading(
+        "ocir-credential-provider against a fake OCI metadata service, federation and OCIR (all signatures verified)",
+    );
+    let oci = FakeOci::start();
+    let registry = FakeRegistry::start_ocir(oci.signature_check());
+    let secrets = || [oci.secrets(), registry.secrets()].concat();
+    let plugin = PluginUnderTest::new(binary).with_env(oci.endpoint_env()).with_env([(
+        "CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS",
+        registry.endpoints_for(&["iad.ocir.io", "ocir.us-ashburn-1.oci.oraclecloud.com"]),
+    )]);
+    let image = "iad.ocir.io/tenancy-namespace/team/app";
+
+    println!(
+        "\n-- a cold exec as the instance principal: certificates from the metadata service, x509 federation, a signed token call"
+    );
+    show(&plugin, &["-v"], &request_json(ApiVersion::V1, image, None, false), &secrets);
+    println!("\n-- another registry form: the federation token comes from its session cache");
+    show(
+        &plugin,
+        &["-v"],
+        &request_json(ApiVersion::V1, "ocir.us-ashburn-1.oci.oraclecloud.com/tenancy-namespace/team/app", None, false),
+        &secrets,
+    );
+    println!("federations: {}", oci.calls("auth:x509"));
+
+    println!("\n-- upstream's issue #5: no policy yet, then the policy, then check");
+    registry.deny_principal("instance");
+    show(&plugin, &["--no-cache"], &request_json(ApiVersion::V1, image, None, false), &secrets);
+    registry.allow_principal("instance");
+    show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &secrets);
 }

@@ -1,0 +1,19 @@
+//! The example kubelet config sends every OCIR host form to the plugin, and no lookalike.
+
+use credential_provider::matching::urls_match;
+use fake_clouds::examples::match_images;
+use ocir_credential_provider::hosts::is_ocir_host;
+
+#[test]
+fn the_example_covers_both_host_forms_and_no_lookalike() {
+    let patterns = match_images("ocir/credential-provider-config.yaml");
+    for image in ["iad.ocir.io/ns/app", "fra.ocir.io/ns/app", "ocir.us-ashburn-1.oci.oraclecloud.com/ns/app"] {
+        let host = image.split('/').next().unwrap_or_default();
+        assert!(is_ocir_host(host), "the plugin serves {host}");
+        assert!(patterns.iter().any(|p| urls_match(p, image)), "no matchImages entry sends {image}");
+    }
+    for image in ["iad.ocir.io.evil.com/x", "evil.com/iad.ocir.io/x", "ocir.us-ashburn-1.oci.oraclecloud.com.evil.io/x"]
+    {
+        assert!(!patterns.iter().any(|p| urls_match(p, image)), "{image} must not reach the plugin");
+    }
+}
