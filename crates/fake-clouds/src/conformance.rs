@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use credential_provider::matching::RegistryPattern;
 use credential_provider::protocol::ApiVersion;
 pub use credential_provider::protocol::parse_go_duration;
-use serde::Deserialize;
+use kubelet_simulator::wire::decode_response;
+pub use kubelet_simulator::wire::{KubeletAuth, KubeletResponse};
 
 /// A plugin binary with the environment it runs in and a private cache.
 #[derive(Debug)]
@@ -165,55 +166,16 @@ pub fn request_json(
     request.to_string()
 }
 
-/// The response as the kubelet's strict decoder reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct KubeletResponse {
-    pub kind: String,
-    pub api_version: String,
-    pub cache_key_type: String,
-    pub cache_duration: Option<String>,
-    #[serde(default)]
-    pub auth: BTreeMap<String, KubeletAuth>,
-}
-
-/// One auth entry as the kubelet's strict decoder reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubeletAuth {
-    pub username: String,
-    pub password: String,
-}
-
-impl KubeletResponse {
-    /// The cache duration in seconds.
-    pub fn cache_seconds(&self) -> f64 {
-        self.cache_duration.as_deref().and_then(parse_go_duration).unwrap_or(0.0)
-    }
-}
-
 /// Asserts the kubelet would accept this exec's answer for `image`, and that
 /// no secret reached stderr. Returns the decoded response.
 pub fn expect_accepted(exec: &Exec, version: ApiVersion, image: &str, secrets: &[String]) -> KubeletResponse {
     assert_eq!(exec.code, Some(0), "exit code; stderr: {}", exec.stderr);
     expect_no_secrets(&exec.stderr, secrets);
-    let mut documents = serde_json::Deserializer::from_str(&exec.stdout).into_iter::<serde_json::Value>();
-    let first = documents.next();
-    assert!(documents.next().is_none(), "stdout holds more than one JSON document: {:?}", exec.stdout);
-    assert!(first.is_some(), "stdout is empty");
-    let response: KubeletResponse = serde_json::from_str(exec.stdout.trim())
-        .unwrap_or_else(|e| panic!("the kubelet's strict decoder would reject {:?}: {e}", exec.stdout));
-    assert_eq!(response.kind, "CredentialProviderResponse");
-    assert_eq!(response.api_version, version.as_str(), "apiVersion must echo the request's");
-    assert!(
-        ["Image", "Registry", "Global"].contains(&response.cache_key_type.as_str()),
-        "cacheKeyType {}",
-        response.cache_key_type
-    );
+    // The kubelet's own reading: one document, the request's apiVersion, strict fields.
+    let response = decode_response(&exec.stdout, version)
+        .unwrap_or_else(|e| panic!("the kubelet would reject {:?}: {e}", exec.stdout));
     if let Some(duration) = &response.cache_duration {
-        let seconds =
-            parse_go_duration(duration).unwrap_or_else(|| panic!("cacheDuration {duration:?} is not a Go duration"));
-        assert!(seconds >= 0.0, "negative cacheDuration {duration}");
+        assert!(response.cache_seconds() >= 0.0, "negative cacheDuration {duration}");
     }
     assert!(!response.auth.is_empty(), "an empty auth would be cached by the kubelet as 'no credentials'");
     for (key, auth) in &response.auth {
@@ -275,26 +237,4 @@ pub fn run_conformance(
         }
     }
     responses
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strict_decoding_rejects_what_the_kubelet_rejects() {
-        let good = r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"1m0s","auth":{"a.example":{"username":"u","password":"p"}}}"#;
-        assert!(serde_json::from_str::<KubeletResponse>(good).is_ok());
-        for bad in [
-            good.replace("\"cacheKeyType\"", "\"CacheKeyType\""),
-            good.replace("\"kind\"", "\"extra\":1,\"kind\""),
-            good.replace(
-                "\"kind\":\"CredentialProviderResponse\",",
-                "\"kind\":\"CredentialProviderResponse\",\"kind\":\"x\",",
-            ),
-            good.replace("\"password\":\"p\"", "\"password\":\"p\",\"email\":\"e\""),
-        ] {
-            assert!(serde_json::from_str::<KubeletResponse>(&bad).is_err(), "{bad}");
-        }
-    }
 }

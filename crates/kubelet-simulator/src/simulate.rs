@@ -1,0 +1,350 @@
+//! What the kubelet does for one image: which providers match, which it runs
+//! (and with what), how it reads their answers, and which credentials it then
+//! tries, in its order, and for how long it caches them.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use credential_provider::matching::{RegistryPattern, urls_match};
+use serde::Serialize;
+
+use crate::config::Provider;
+use crate::wire::{KubeletRequest, KubeletResponse, decode_response};
+
+/// The kubelet's hard limit on one plugin exec.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pod's service account, as the kubelet would know it.
+#[derive(Debug, Default)]
+pub struct ServiceAccountInput {
+    /// `namespace/name`; none for a pod without one (static pods).
+    pub name: Option<String>,
+    /// The token the kubelet would request for the provider's audience.
+    pub token: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What became of one provider.
+#[derive(Debug, Serialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum ProviderOutcome {
+    /// No `matchImages` entry matches the image.
+    NotMatched,
+    /// Matched, but the kubelet would not run it.
+    Skipped { reason: String },
+    /// Ran and failed: what the kubelet would log.
+    Failed { kubelet_log: String, exit_code: Option<i32>, elapsed_ms: u64, stderr: String },
+    /// Ran and answered acceptably.
+    Answered {
+        cache_key_type: String,
+        /// Where the kubelet files it in its cache.
+        kubelet_cache_key: String,
+        /// How long the kubelet keeps it; `None`: not cached.
+        kubelet_cache_seconds: Option<u64>,
+        elapsed_ms: u64,
+        stderr: String,
+        #[serde(skip)]
+        response: Box<KubeletResponse>,
+    },
+}
+
+/// One provider's line in the report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderReport {
+    pub name: String,
+    pub api_version: String,
+    #[serde(flatten)]
+    pub outcome: ProviderOutcome,
+}
+
+/// A credential the kubelet would try, in order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriedCredential {
+    pub provider: String,
+    pub auth_key: String,
+    pub username: String,
+    pub password: String,
+    pub kubelet_cache_seconds: Option<u64>,
+}
+
+/// The whole simulation.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Simulation {
+    pub image: String,
+    pub providers: Vec<ProviderReport>,
+    pub credentials: Vec<TriedCredential>,
+}
+
+impl Simulation {
+    /// Whether every provider that ran answered, and some credential is tried.
+    pub fn succeeded(&self) -> bool {
+        !self.credentials.is_empty()
+            && !self.providers.iter().any(|p| matches!(p.outcome, ProviderOutcome::Failed { .. }))
+    }
+}
+
+/// Runs what the kubelet runs for `image` (its normalized form, as the kubelet
+/// sends it), with the plugins in `bin_dir`.
+pub fn simulate(
+    providers: &[Provider],
+    bin_dir: &Path,
+    image: &str,
+    service_account: &ServiceAccountInput,
+    timeout: Duration,
+    show_secrets: bool,
+) -> Simulation {
+    let mut reports = Vec::new();
+    let mut credentials = Vec::new();
+    for provider in providers {
+        let outcome = run_provider(provider, bin_dir, image, service_account, timeout);
+        if let ProviderOutcome::Answered { response, kubelet_cache_seconds, .. } = &outcome {
+            // The kubelet's keyring: the entries whose key matches the image,
+            // the most specific (reverse lexical order) first.
+            let mut keys: Vec<&String> =
+                response.auth.keys().filter(|key| RegistryPattern::parse_auth_key(key).matches(image)).collect();
+            keys.sort_by(|a, b| b.cmp(a));
+            for key in keys {
+                let auth = &response.auth[key];
+                credentials.push(TriedCredential {
+                    provider: provider.spec.name.clone(),
+                    auth_key: key.clone(),
+                    username: auth.username.clone(),
+                    password: if show_secrets { auth.password.clone() } else { redacted(&auth.password) },
+                    kubelet_cache_seconds: *kubelet_cache_seconds,
+                });
+            }
+        }
+        reports.push(ProviderReport {
+            name: provider.spec.name.clone(),
+            api_version: provider.api_version.as_str().to_string(),
+            outcome,
+        });
+    }
+    Simulation { image: image.to_string(), providers: reports, credentials }
+}
+
+fn redacted(secret: &str) -> String {
+    format!("[redacted: {} characters]", secret.chars().count())
+}
+
+fn run_provider(
+    provider: &Provider,
+    bin_dir: &Path,
+    image: &str,
+    service_account: &ServiceAccountInput,
+    timeout: Duration,
+) -> ProviderOutcome {
+    let spec = &provider.spec;
+    if !spec.match_images.iter().any(|pattern| urls_match(pattern, image)) {
+        return ProviderOutcome::NotMatched;
+    }
+    // KEP-4412: what the kubelet sends, if anything, about the service account.
+    let mut token = None;
+    let mut annotations = None;
+    let mut sa_cache_key = String::new();
+    if let Some(attributes) = &spec.token_attributes {
+        match &service_account.name {
+            None if attributes.require_service_account == Some(true) => {
+                return ProviderOutcome::Skipped {
+                    reason: "the provider requires a service account and the pod has none (the kubelet returns no credentials)"
+                        .into(),
+                };
+            }
+            None => {}
+            Some(name) => {
+                let mut sent = BTreeMap::new();
+                for key in &attributes.required_service_account_annotation_keys {
+                    match service_account.annotations.get(key) {
+                        Some(value) => {
+                            sent.insert(key.clone(), value.clone());
+                        }
+                        None => {
+                            return ProviderOutcome::Skipped {
+                                reason: format!(
+                                    "the service account lacks the required annotation {key} (the kubelet does not run the plugin)"
+                                ),
+                            };
+                        }
+                    }
+                }
+                for key in &attributes.optional_service_account_annotation_keys {
+                    if let Some(value) = service_account.annotations.get(key) {
+                        sent.insert(key.clone(), value.clone());
+                    }
+                }
+                let Some(sa_token) = &service_account.token else {
+                    return ProviderOutcome::Skipped {
+                        reason: format!(
+                            "the kubelet would send a token for audience {:?}: pass --service-account-token-file",
+                            attributes.service_account_token_audience
+                        ),
+                    };
+                };
+                sa_cache_key = match attributes.cache_type.as_str() {
+                    "Token" => format!(" + token sha256:{}", sha256_hex(sa_token)),
+                    _ => format!(" + service account {name} and its annotations"),
+                };
+                token = Some(sa_token.as_str());
+                annotations = Some(sent);
+            }
+        }
+    }
+    let request = KubeletRequest::new(provider.api_version, image, token, annotations.as_ref()).to_json();
+    let binary = bin_dir.join(&spec.name);
+    let started = Instant::now();
+    let exec = match run(&binary, &spec.args, &spec.env, &request, timeout) {
+        Ok(exec) => exec,
+        Err(why) => {
+            return ProviderOutcome::Failed {
+                kubelet_log: format!("error execing credential provider plugin {} for image {image}: {why}", spec.name),
+                exit_code: None,
+                elapsed_ms: elapsed_ms(started),
+                stderr: String::new(),
+            };
+        }
+    };
+    let elapsed = elapsed_ms(started);
+    let scrub = |text: &str| match token {
+        Some(token) if token.len() >= 6 => text.replace(token, "[service-account token]"),
+        _ => text.to_string(),
+    };
+    let stderr = scrub(exec.stderr.trim_end());
+    let fail = |log: String, stderr: String| ProviderOutcome::Failed {
+        kubelet_log: format!("Failed getting credential from external registry credential provider: {log}"),
+        exit_code: exec.code,
+        elapsed_ms: elapsed,
+        stderr,
+    };
+    if exec.timed_out {
+        return fail(
+            format!(
+                "error execing credential provider plugin {} for image {image}: context deadline exceeded (after {}s)",
+                spec.name,
+                timeout.as_secs()
+            ),
+            stderr,
+        );
+    }
+    if exec.code != Some(0) {
+        let status = exec.code.map_or_else(|| "signal: killed".to_string(), |c| format!("exit status {c}"));
+        return fail(
+            format!("error execing credential provider plugin {} for image {image}: {status}: {stderr}", spec.name),
+            stderr,
+        );
+    }
+    let response = match decode_response(&exec.stdout, provider.api_version) {
+        Ok(response) => response,
+        Err(e) => return fail(e.to_string(), stderr),
+    };
+    if let Some(token) = token
+        && response.auth.values().any(|auth| auth.password == token)
+    {
+        return fail(
+            "the response echoes the service-account token as a password: a plugin must never hand it back".into(),
+            stderr,
+        );
+    }
+    let kubelet_cache_key = match response.cache_key_type.as_str() {
+        "Image" => image.to_string(),
+        "Registry" => image.split('/').next().unwrap_or_default().to_string(),
+        _ => "global".to_string(),
+    } + &sa_cache_key;
+    let kubelet_cache_seconds = match &response.cache_duration {
+        Some(_) if response.cache_seconds() <= 0.0 => None,
+        Some(_) => Some(response.cache_seconds() as u64),
+        None if provider.default_cache_duration.is_zero() => None,
+        None => Some(provider.default_cache_duration.as_secs()),
+    };
+    ProviderOutcome::Answered {
+        cache_key_type: response.cache_key_type.clone(),
+        kubelet_cache_key,
+        kubelet_cache_seconds,
+        elapsed_ms: elapsed,
+        stderr,
+        response: Box::new(response),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A finished exec.
+struct Exec {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    timed_out: bool,
+}
+
+/// Runs `binary` as the kubelet does: its args, the kubelet's environment with
+/// the config's `env` on top, the request on stdin, killed after `timeout`.
+fn run(
+    binary: &Path,
+    args: &[String],
+    env: &[crate::config::EnvVar],
+    stdin: &str,
+    timeout: Duration,
+) -> Result<Exec, String> {
+    if !binary.is_file() {
+        return Err(format!("plugin binary executable {} did not exist", binary.display()));
+    }
+    let mut child = Command::new(binary)
+        .args(args)
+        .envs(env.iter().map(|v| (v.name.as_str(), v.value.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let request = stdin.as_bytes().to_vec();
+    let mut pipe = child.stdin.take();
+    let writer = std::thread::spawn(move || {
+        if let Some(pipe) = pipe.as_mut() {
+            let _ = pipe.write_all(&request);
+        }
+    });
+    let reader = |stream: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let _ = writer.join();
+    Ok(Exec {
+        code: status.and_then(|s| s.code()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        timed_out,
+    })
+}
