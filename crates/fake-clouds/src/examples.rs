@@ -27,3 +27,26 @@ pub fn match_images(relative: &str) -> Vec<String> {
     assert!(!patterns.is_empty(), "{} has no matchImages", path.display());
     patterns
 }
+
+/// Runs the example kubelet config `relative` through the kubelet simulator
+/// for `image`, with the plugin at `binary` in a bin dir of its own and `env`
+/// added to every provider's `env` (as an operator would point a node at an
+/// emulator). The kubelet's view of the result.
+pub fn simulate_example(
+    relative: &str,
+    binary: &Path,
+    env: &[(String, String)],
+    image: &str,
+) -> kubelet_simulator::simulate::Simulation {
+    use kubelet_simulator::config::{self, EnvVar};
+    use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
+
+    let mut providers =
+        config::load(&path(relative)).unwrap_or_else(|errors| panic!("{relative} is invalid: {errors:?}"));
+    let bin = tempfile::tempdir().expect("bin dir");
+    for provider in &mut providers {
+        std::os::unix::fs::symlink(binary, bin.path().join(&provider.spec.name)).expect("link the plugin");
+        provider.spec.env.extend(env.iter().map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() }));
+    }
+    simulate(&providers, bin.path(), image, &ServiceAccountInput::default(), EXEC_TIMEOUT, false)
+}

@@ -29,7 +29,7 @@ pub struct ServiceAccountInput {
 
 /// What became of one provider.
 #[derive(Debug, Serialize)]
-#[serde(tag = "result", rename_all = "camelCase")]
+#[serde(tag = "result", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ProviderOutcome {
     /// No `matchImages` entry matches the image.
     NotMatched,

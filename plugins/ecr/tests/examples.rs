@@ -46,3 +46,20 @@ fn the_service_account_example_is_a_subset_of_what_the_plugin_serves() {
         assert!(EcrRegistry::from_host(&host).is_some(), "{pattern} (as {host}) is not an ECR host");
     }
 }
+
+#[test]
+fn the_example_config_works_through_the_kubelet_simulator() {
+    let aws = fake_clouds::FakeAws::start();
+    let mut env = aws.env_with_static_keys();
+    let cache = tempfile::tempdir().expect("cache");
+    env.push(("CREDENTIAL_PROVIDER_CACHE_DIR".into(), cache.path().join("c").display().to_string()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ecr-credential-provider"));
+    let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app";
+    let simulation =
+        fake_clouds::examples::simulate_example("ecr/credential-provider-config.yaml", binary, &env, image);
+    assert!(simulation.succeeded(), "{simulation:?}");
+    assert_eq!(simulation.credentials.len(), 1);
+    assert_eq!(simulation.credentials[0].auth_key, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+    assert_eq!(simulation.credentials[0].username, "AWS");
+    assert!(simulation.credentials[0].kubelet_cache_seconds.is_some_and(|s| s > 6 * 3600 - 120));
+}

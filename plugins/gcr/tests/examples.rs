@@ -38,3 +38,18 @@ fn the_examples_cover_every_host_form_and_no_lookalike() {
         }
     }
 }
+
+#[test]
+fn the_example_config_works_through_the_kubelet_simulator() {
+    let google = fake_clouds::FakeGoogle::start();
+    let mut env = google.endpoint_env();
+    let cache = tempfile::tempdir().expect("cache");
+    env.push(("CREDENTIAL_PROVIDER_CACHE_DIR".into(), cache.path().join("c").display().to_string()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gcr-credential-provider"));
+    for image in ["europe-west4-docker.pkg.dev/p/r/app", "docker.us-central1.rep.pkg.dev/p/r/app", "gcr.io/p/app"] {
+        let simulation =
+            fake_clouds::examples::simulate_example("gcr/credential-provider-config.yaml", binary, &env, image);
+        assert!(simulation.succeeded(), "{image}: {simulation:?}");
+        assert_eq!(simulation.credentials[0].username, "oauth2accesstoken");
+    }
+}

@@ -34,3 +34,30 @@ fn the_service_account_example_is_a_subset_of_what_the_plugin_serves() {
         assert!(IcrRegistry::from_host(&host).is_some(), "{pattern} (as {host}) is not an ICR host");
     }
 }
+
+#[test]
+fn the_example_config_works_through_the_kubelet_simulator() {
+    let ibm = fake_clouds::FakeIbm::start();
+    // The example names this trusted profile; the fake instance is linked to it.
+    ibm.link_instance_profile("id:Profile-00000000-0000-0000-0000-000000000000");
+    let mut env = ibm.endpoint_env();
+    let cache = tempfile::tempdir().expect("cache");
+    env.push(("CREDENTIAL_PROVIDER_CACHE_DIR".into(), cache.path().join("c").display().to_string()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_icr-credential-provider"));
+    let simulation = fake_clouds::examples::simulate_example(
+        "icr/credential-provider-config.yaml",
+        binary,
+        &env,
+        "de.icr.io/ns/app",
+    );
+    assert!(simulation.succeeded(), "{simulation:?}");
+    assert_eq!(simulation.credentials[0].username, "iambearer");
+    // cp.icr.io never reaches the plugin.
+    let simulation = fake_clouds::examples::simulate_example(
+        "icr/credential-provider-config.yaml",
+        binary,
+        &env,
+        "cp.icr.io/cp/app",
+    );
+    assert!(simulation.credentials.is_empty());
+}

@@ -17,3 +17,22 @@ fn the_example_covers_both_host_forms_and_no_lookalike() {
         assert!(!patterns.iter().any(|p| urls_match(p, image)), "{image} must not reach the plugin");
     }
 }
+
+#[test]
+fn the_example_config_works_through_the_kubelet_simulator() {
+    let oci = fake_clouds::FakeOci::start();
+    let registry = fake_clouds::FakeRegistry::start_ocir(oci.signature_check());
+    let mut env = oci.endpoint_env();
+    env.push(("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".into(), registry.endpoints_for(&["fra.ocir.io"])));
+    let cache = tempfile::tempdir().expect("cache");
+    env.push(("CREDENTIAL_PROVIDER_CACHE_DIR".into(), cache.path().join("c").display().to_string()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ocir-credential-provider"));
+    let simulation = fake_clouds::examples::simulate_example(
+        "ocir/credential-provider-config.yaml",
+        binary,
+        &env,
+        "fra.ocir.io/ns/app",
+    );
+    assert!(simulation.succeeded(), "{simulation:?}");
+    assert_eq!(simulation.credentials[0].username, "BEARER_TOKEN");
+}
