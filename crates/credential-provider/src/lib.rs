@@ -14,7 +14,8 @@
 //! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`secret`]: keeping secrets out of logs and errors;
 //! - [`session`]: the cache of intermediate credentials (OCI's federation token);
-//! - [`runner`]: the command line and the flow of one request.
+//! - [`runner`]: the command line and the flow of one request;
+//! - [`refresh`]: renewing the cache ahead of the kubelet.
 
 pub mod cache;
 pub mod check;
@@ -26,6 +27,7 @@ pub mod jwt;
 pub mod matching;
 pub mod protocol;
 pub mod provider;
+pub mod refresh;
 pub mod registry;
 pub mod runner;
 pub mod secret;

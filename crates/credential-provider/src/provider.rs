@@ -53,9 +53,10 @@ pub struct ResponseOverrides {
 /// the command line, the cache, logging and exit codes.
 ///
 /// `new` and `plan` must not touch the network or build SDK clients: on a cache
-/// hit they are all that runs.
+/// hit they are all that runs. `Sync`, because `refresh` renews several
+/// entries at once.
 #[allow(async_fn_in_trait)] // The runner drives these on its own single-threaded runtime.
-pub trait Provider: Sized {
+pub trait Provider: Sized + Sync {
     /// Short name: cache file prefix and log label (`ecr`).
     const NAME: &'static str;
     /// The binary's name (`ecr-credential-provider`).

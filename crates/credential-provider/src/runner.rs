@@ -36,11 +36,6 @@ pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
 /// How long the kubelet may keep a stale credential served because the cloud
 /// failed: short, so that the next pull tries the cloud again soon.
 pub const STALE_CACHE_DURATION: Duration = Duration::from_secs(30);
-/// Entries that need a service-account token are deleted this long after they
-/// expire: nothing can renew them, and tokens rotate hourly.
-const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
-/// A temp file this old belongs to no live writer: a write takes milliseconds.
-const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
 struct Cli<A: clap::Args> {
@@ -198,16 +193,7 @@ fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), E
                 return Err(Error::Config("refresh renews the cache; it cannot run with --no-cache".into()));
             };
             let provider = P::new(cli.plugin, endpoints)?;
-            loop {
-                let failed = refresh_pass(&provider, &cache);
-                match every {
-                    Some(period) => std::thread::sleep(jittered(period)),
-                    None if failed > 0 => {
-                        return Err(Error::cloud(P::NAME, format!("{failed} cached credentials could not be renewed")));
-                    }
-                    None => return Ok(()),
-                }
-            }
+            crate::refresh::run(&provider, &cache, every)
         }
         None => {
             let request = match &cli.image {
@@ -264,7 +250,7 @@ pub fn answer<P: Provider>(
 
 /// The cache key of a plan: the plugin's inputs, the registry, and the hash of
 /// the service-account token when the credential comes from one.
-fn cache_key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
+pub(crate) fn cache_key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
     let mut parts = vec![plan.registry.clone()];
     parts.extend(plan.key_parts.iter().cloned());
     if let Some(token) = &plan.service_account_token {
@@ -319,7 +305,7 @@ fn obtain<P: Provider>(
 }
 
 /// What a renewal under the lock came to.
-enum Renewal {
+pub(crate) enum Renewal {
     /// Another process renewed the entry while this one waited for the lock.
     ByAnother(CachedCredential),
     /// This process fetched and stored a new credential.
@@ -330,14 +316,14 @@ enum Renewal {
 }
 
 /// A failed renewal, with the entry that was cached before it, if any.
-struct RenewalFailure {
-    error: Error,
+pub(crate) struct RenewalFailure {
+    pub(crate) error: Error,
     cached: Option<CachedCredential>,
 }
 
 /// Renews one entry under its lock, so that of all the processes that find it
 /// stale at once only one asks the cloud; the others find it renewed.
-fn renew<P: Provider>(
+pub(crate) fn renew<P: Provider>(
     provider: &P,
     cache: &Cache,
     key: &CacheKey,
@@ -434,85 +420,6 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// One `refresh` pass; returns how many entries failed to renew.
-fn refresh_pass<P: Provider>(provider: &P, cache: &Cache) -> usize {
-    cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
-    let mut failed = 0;
-    for (path, entry) in cache.entries(P::NAME) {
-        let now = cache::unix_now();
-        let Some(entry) = entry else {
-            tracing::info!(path = %path.display(), "removing an unreadable cache entry");
-            cache.remove(&path);
-            continue;
-        };
-        if entry.needs_service_account_token {
-            if now > entry.expires_at + EXPIRED_ENTRY_GRACE_SECS {
-                cache.remove(&path);
-            }
-            continue;
-        }
-        if entry.freshness(now) == Freshness::Fresh {
-            continue;
-        }
-        let plan = ImageRef::parse(&entry.image).map_err(Error::from).and_then(|image| provider.plan(&image, None));
-        let (plan, key) = match plan.map(|plan| {
-            let key = cache_key::<P>(&plan);
-            (plan, key)
-        }) {
-            Ok((plan, key)) if key.as_str() == entry.key => (plan, key),
-            Ok(_) => {
-                tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
-                continue;
-            }
-        };
-        match renew(provider, cache, &key, &plan, &entry.image, Some(entry.clone())) {
-            Ok(Renewal::ByAnother(_)) => {}
-            Ok(Renewal::Fetched(renewed)) => {
-                eprintln!(
-                    "{}: renewed {} (valid until {})",
-                    P::BINARY,
-                    entry.registry,
-                    format_time(renewed.expires_at)
-                );
-            }
-            Ok(Renewal::AlreadyExpired(_)) => {
-                failed += 1;
-                eprintln!(
-                    "{}: failed to renew {}: the cloud returned an expired credential",
-                    P::BINARY,
-                    entry.registry
-                );
-            }
-            Err(failure) => {
-                failed += 1;
-                eprintln!(
-                    "{}: failed to renew {}: {}",
-                    P::BINARY,
-                    entry.registry,
-                    secret::scrub(&failure.error.to_string())
-                );
-            }
-        }
-    }
-    failed
-}
-
-fn format_time(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
-}
-
-/// `period` give or take 10 %, so that a fleet of nodes started together does
-/// not renew in lockstep.
-fn jittered(period: Duration) -> Duration {
-    let spread = period.as_secs_f64() * 0.2;
-    let offset = crate::http::random_fraction() * spread - spread / 2.0;
-    Duration::from_secs_f64((period.as_secs_f64() + offset).max(1.0))
-}
-
 /// Reads the kubelet's request from stdin, at most [`MAX_REQUEST_BYTES`].
 fn read_request() -> Result<CredentialProviderRequest, Error> {
     let stdin = io::stdin();
@@ -597,14 +504,6 @@ fn init_logging(verbose: u8, binary: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_secs(100)).as_secs_f64();
-            assert!((90.0..=110.0).contains(&d), "{d}");
-        }
-    }
 
     #[test]
     fn flags_build_a_v1_request() {

@@ -424,3 +424,65 @@ fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
     }
     assert_eq!(google.calls("metadata:token"), 1);
 }
+
+#[test]
+fn refresh_renews_due_entries_a_few_at_a_time_and_leaves_token_entries_to_execs() {
+    let google = FakeGoogle::start();
+    // 6 s tokens are due for renewal after 3 s.
+    google.set_token_lifetime(6);
+    let plugin = plugin(&google);
+    let images = [
+        "gcr.io/p/app",
+        "us.gcr.io/p/app",
+        "eu.gcr.io/p/app",
+        "asia.gcr.io/p/app",
+        "us-docker.pkg.dev/p/r/app",
+        "europe-west4-docker.pkg.dev/p/r/app",
+    ];
+    for image in images {
+        expect_accepted(&plugin.request(&request(image)), ApiVersion::V1, image, &google.secrets());
+    }
+    let sa = service_account(&google, POOL_AUDIENCE, &[]);
+    let exec =
+        plugin.exec(&["--audience", POOL_AUDIENCE], request_json(ApiVersion::V1, GCR, Some(&sa), false).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
+    assert_eq!(google.calls("metadata:token"), 6);
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+
+    // Each renewal takes 600 ms: one at a time would take 3.6 s.
+    google.set_fault(Some(Fault::Slow(std::time::Duration::from_millis(600))));
+    let started = std::time::Instant::now();
+    // The same flags as the kubelet config, so that the cache keys match.
+    let exec = plugin.exec(&["--audience", POOL_AUDIENCE, "refresh"], b"");
+    let elapsed = started.elapsed();
+    google.set_fault(None);
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "");
+    assert_eq!(exec.stderr.lines().filter(|l| l.contains(": renewed ")).count(), 6, "{}", exec.stderr);
+    assert!(elapsed < std::time::Duration::from_millis(3000), "renewals ran one at a time: {elapsed:?}");
+    assert_eq!(google.calls("metadata:token"), 12);
+    assert_eq!(google.exchanges().len(), 1, "the service-account entry waits for an exec with a token");
+    expect_no_secrets(&exec.stderr, &google.secrets());
+
+    // The execs that follow find every entry fresh: no call at all.
+    for image in images {
+        expect_accepted(&plugin.request(&request(image)), ApiVersion::V1, image, &google.secrets());
+    }
+    assert_eq!(google.token_calls(), 13);
+}
+
+#[test]
+fn refresh_every_stops_cleanly_on_sigterm() {
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    expect_accepted(&plugin.request(&request(GCR)), ApiVersion::V1, GCR, &google.secrets());
+    let child = plugin.spawn(&["refresh", "--every", "1s"], b"");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exec = fake_clouds::Exec::wait(child);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "it must stop promptly");
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    assert!(exec.stderr.contains("stopping"), "{}", exec.stderr);
+}

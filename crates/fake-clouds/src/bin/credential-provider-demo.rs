@@ -35,6 +35,9 @@ fn main() {
         ocir(&binary);
         ran += 1;
     }
+    if let Some(binary) = find(&dir, "kubelet-simulator") {
+        simulator(&binary, &dir);
+    }
     if ran == 0 {
         eprintln!("no plugin binaries next to {}; run `cargo build --workspace` first", dir.display());
         std::process::exit(1);
@@ -282,4 +285,42 @@ fn ocir(binary: &Path) {
     show(&plugin, &["--no-cache"], &request_json(ApiVersion::V1, image, None, false), &secrets);
     registry.allow_principal("instance");
     show(&plugin, &["check", "--image", &format!("{image}:1.0")], "", &secrets);
+}
+
+fn simulator(binary: &Path, bin_dir: &Path) {
+    heading("kubelet-simulator: the example configs (as one config directory), the plugins, the fake clouds");
+    let aws = FakeAws::start();
+    let google = FakeGoogle::start();
+    let simulator = PluginUnderTest::new(binary).with_env(aws.env_with_static_keys()).with_env(google.endpoint_env());
+    let configs = simulator.home().join("image-credential-provider-config.d");
+    let _ = std::fs::create_dir_all(&configs);
+    for plugin in ["ecr", "gcr"] {
+        let example = fake_clouds::examples::path(&format!("{plugin}/credential-provider-config.yaml"));
+        let _ = std::fs::copy(example, configs.join(format!("{plugin}.yaml")));
+    }
+    let configs = configs.display().to_string();
+    let bin_dir = bin_dir.display().to_string();
+    let secrets = || [aws.secrets(), google.secrets()].concat();
+    println!("\n-- validating the config directory as the kubelet does");
+    show(&simulator, &["--image-credential-provider-config", &configs], "", &secrets);
+    for image in [
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.0",
+        "us-docker.pkg.dev/fake-project/images/app",
+        "nginx:1.27",
+    ] {
+        println!("\n-- what the kubelet does to pull {image}");
+        show(
+            &simulator,
+            &[
+                "--image-credential-provider-config",
+                &configs,
+                "--image-credential-provider-bin-dir",
+                &bin_dir,
+                "--image",
+                image,
+            ],
+            "",
+            &secrets,
+        );
+    }
 }

@@ -1,0 +1,172 @@
+//! `PLUGIN refresh [--every DURATION]`: renews every cached credential past
+//! its refresh point, a few at a time, so that the kubelet's execs always hit
+//! a warm cache. For a systemd timer (one pass) or a DaemonSet loop (`--every`,
+//! with jitter, stopping cleanly on SIGTERM).
+//!
+//! Entries that need a request's service-account token cannot be renewed
+//! without one: they are left to the next exec (and deleted an hour after
+//! they expire). One line on stderr per entry renewed or failed.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cache::{self, Cache, CachedCredential, Freshness};
+use crate::error::Error;
+use crate::image::ImageRef;
+use crate::provider::Provider;
+use crate::runner::{Renewal, cache_key, renew};
+use crate::secret;
+
+/// How many entries are renewed at once: enough to renew a node's registries
+/// quickly, few enough not to burst a cloud's API.
+pub const PARALLELISM: usize = 4;
+/// Entries that need a service-account token are deleted this long after they
+/// expire: nothing can renew them, and tokens rotate hourly.
+const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
+/// A temp file this old belongs to no live writer: a write takes milliseconds.
+const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
+
+/// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
+pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            tracing::warn!("cannot handle signal {signal} ({e}); it will end the process abruptly");
+        }
+    }
+    loop {
+        let failed = pass(provider, cache, &stop);
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("{}: stopping: asked to terminate", P::BINARY);
+            return Ok(());
+        }
+        match every {
+            Some(period) => {
+                let deadline = Instant::now() + jittered(period);
+                while Instant::now() < deadline {
+                    if stop.load(Ordering::Relaxed) {
+                        eprintln!("{}: stopping: asked to terminate", P::BINARY);
+                        return Ok(());
+                    }
+                    std::thread::sleep(
+                        Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                }
+            }
+            None if failed > 0 => {
+                return Err(Error::cloud(P::NAME, format!("{failed} cached credentials could not be renewed")));
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One pass; returns how many entries failed to renew.
+fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
+    cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
+    let now = cache::unix_now();
+    let mut due = Vec::new();
+    for (path, entry) in cache.entries(P::NAME) {
+        let Some(entry) = entry else {
+            tracing::info!(path = %path.display(), "removing an unreadable cache entry");
+            cache.remove(&path);
+            continue;
+        };
+        if entry.needs_service_account_token {
+            if now > entry.expires_at + EXPIRED_ENTRY_GRACE_SECS {
+                cache.remove(&path);
+            }
+            continue;
+        }
+        if entry.freshness(now) != Freshness::Fresh {
+            due.push(entry);
+        }
+    }
+    let queue = Mutex::new(due);
+    let failed = Mutex::new(0usize);
+    let workers = PARALLELISM.min(queue.lock().map_or(0, |q| q.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Some(entry) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                        return;
+                    };
+                    if !renew_entry(provider, cache, &entry)
+                        && let Ok(mut failed) = failed.lock()
+                    {
+                        *failed += 1;
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner().unwrap_or(0)
+}
+
+/// Renews one entry; false if it failed.
+fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential) -> bool {
+    let plan = ImageRef::parse(&entry.image).map_err(Error::from).and_then(|image| provider.plan(&image, None));
+    let plan = match plan {
+        Ok(plan) if cache_key::<P>(&plan).as_str() == entry.key => plan,
+        Ok(_) => {
+            tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
+            return true;
+        }
+        Err(e) => {
+            tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
+            return true;
+        }
+    };
+    let key = cache_key::<P>(&plan);
+    match renew(provider, cache, &key, &plan, &entry.image, Some(entry.clone())) {
+        Ok(Renewal::ByAnother(_)) => true,
+        Ok(Renewal::Fetched(renewed)) => {
+            eprintln!("{}: renewed {} (valid until {})", P::BINARY, entry.registry, format_time(renewed.expires_at));
+            true
+        }
+        Ok(Renewal::AlreadyExpired(_)) => {
+            eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
+            false
+        }
+        Err(failure) => {
+            eprintln!(
+                "{}: failed to renew {}: {}",
+                P::BINARY,
+                entry.registry,
+                secret::scrub(&failure.error.to_string()).replace('\n', " ")
+            );
+            false
+        }
+    }
+}
+
+fn format_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// `period` give or take 10 %, so that a fleet of nodes started together does
+/// not renew in lockstep.
+fn jittered(period: Duration) -> Duration {
+    let spread = period.as_secs_f64() * 0.2;
+    let offset = crate::http::random_fraction() * spread - spread / 2.0;
+    Duration::from_secs_f64((period.as_secs_f64() + offset).max(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(100)).as_secs_f64();
+            assert!((90.0..=110.0).contains(&d), "{d}");
+        }
+    }
+}

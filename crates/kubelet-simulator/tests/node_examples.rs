@@ -1,0 +1,73 @@
+//! The node installation examples agree with each other and with the plugins:
+//! the DaemonSet and the systemd units fill the paths the kubelet is told to
+//! use, and the per-plugin configs merge into one config directory.
+
+use std::path::{Path, PathBuf};
+
+use credential_provider::cache::SYSTEM_DIR;
+
+const BIN_DIR: &str = "/etc/kubernetes/image-credential-provider";
+const CONFIG_DIR: &str = "/etc/kubernetes/image-credential-provider-config.d";
+
+fn example(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(example(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+#[test]
+fn the_daemonset_fills_the_kubelets_paths_and_refreshes_the_shared_cache() {
+    let text = read("node/daemonset.yaml");
+    let daemonset: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the DaemonSet is YAML");
+    assert_eq!(daemonset["kind"], "DaemonSet");
+    let spec = &daemonset["spec"]["template"]["spec"];
+    let host_paths: Vec<&str> =
+        spec["volumes"].as_sequence().expect("volumes").iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
+    assert_eq!(host_paths, [BIN_DIR, CONFIG_DIR, SYSTEM_DIR]);
+    assert!(text.contains(&format!("--image-credential-provider-bin-dir={BIN_DIR}")));
+    assert!(text.contains(&format!("--image-credential-provider-config={CONFIG_DIR}")));
+    let install = spec["initContainers"][0]["command"][2].as_str().expect("install script");
+    assert!(
+        install.contains("kubelet-simulator --image-credential-provider-config"),
+        "the install validates the config"
+    );
+    let refresh = &spec["containers"][0];
+    assert_eq!(refresh["command"][1], "refresh");
+    assert_eq!(refresh["env"][0]["value"], SYSTEM_DIR);
+    for binary in ["ecr", "gcr", "acr", "ocir", "icr"] {
+        assert!(read("node/Dockerfile").contains(&format!("target/release/{binary}-credential-provider")), "{binary}");
+    }
+}
+
+#[test]
+fn the_systemd_units_run_refresh_against_the_kubelets_cache() {
+    let service = read("node/systemd/kubelet-credential-providers-refresh@.service");
+    assert!(service.contains(&format!("ExecStart={BIN_DIR}/%i-credential-provider $ARGS refresh")), "{service}");
+    assert!(service.contains(&format!("CREDENTIAL_PROVIDER_CACHE_DIR={SYSTEM_DIR}")));
+    assert!(service.contains(&format!("ReadWritePaths={SYSTEM_DIR}")));
+    let timer = read("node/systemd/kubelet-credential-providers-refresh@.timer");
+    assert!(timer.contains("OnUnitActiveSec=") && timer.contains("RandomizedDelaySec="), "{timer}");
+}
+
+#[test]
+fn the_plugin_configs_merge_into_one_config_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    for plugin in ["ecr", "gcr", "acr", "ocir", "icr"] {
+        let from = example(&format!("{plugin}/credential-provider-config.yaml"));
+        std::fs::copy(&from, dir.path().join(format!("{plugin}.yaml"))).expect("copy");
+    }
+    let providers = kubelet_simulator::config::load(dir.path()).expect("a valid directory");
+    let names: Vec<&str> = providers.iter().map(|p| p.spec.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "acr-credential-provider",
+            "ecr-credential-provider",
+            "gcr-credential-provider",
+            "icr-credential-provider",
+            "ocir-credential-provider"
+        ]
+    );
+}
