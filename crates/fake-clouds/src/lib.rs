@@ -10,6 +10,7 @@ pub mod azure;
 pub mod conformance;
 pub mod examples;
 pub mod google;
+pub mod hardening;
 pub mod ibm;
 pub mod moto;
 pub mod oci;

@@ -355,3 +355,23 @@ fn an_unusable_azure_json_is_a_one_line_error() {
         assert_eq!(exec.code, Some(1));
     }
 }
+
+#[test]
+fn hardening_checks() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
+        plugin: &plugin,
+        image: IMAGE,
+        other_image: "myacr.westeurope.geo.azurecr.io/team/app",
+        lookalikes: &[
+            "x.azurecr.io@evil",
+            "x.azurecr.io.evil.com/app",
+            "evil.com/x.azurecr.io",
+            "myacr.eastus.data.azurecr.io/x",
+        ],
+        secrets: &|| clouds.secrets(),
+        token_calls: &|| clouds.registry.calls("exchange"),
+        set_delay: &|delay| clouds.azure.set_fault(delay.map(Fault::Slow)),
+    });
+}

@@ -1,7 +1,6 @@
 //! The real `ecr-credential-provider` binary against the in-process fake AWS.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
@@ -84,40 +83,6 @@ fn a_cache_hit_makes_no_call_and_no_cache_makes_one_every_time() {
 }
 
 #[test]
-fn cache_files_are_private() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
-    let dir = plugin.cache_dir();
-    assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("list") {
-        let path = entry.expect("entry").path();
-        assert_eq!(std::fs::metadata(&path).expect("file").permissions().mode() & 0o777, 0o600, "{path:?}");
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        assert!(name.starts_with("ecr-"), "{name}");
-        for secret in aws.secrets() {
-            assert!(!name.contains(&secret));
-        }
-        files += 1;
-    }
-    assert_eq!(files, 2, "one entry and its lock file");
-}
-
-#[test]
-fn a_world_writable_cache_directory_is_refused() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    let dir = plugin.cache_dir();
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let exec = plugin.request(&request(PRIVATE));
-    expect_rejected(&exec, &aws.secrets());
-    assert!(exec.stderr.contains("writable by others"), "{}", exec.stderr);
-    assert_eq!(aws.token_calls(), 0);
-}
-
-#[test]
 fn a_stale_entry_is_renewed_at_half_its_life() {
     let aws = FakeAws::start();
     aws.set_token_lifetime(Duration::from_secs(4));
@@ -191,27 +156,6 @@ fn an_already_expired_token_is_answered_but_not_cached() {
 }
 
 #[test]
-fn a_corrupt_cache_entry_is_replaced() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
-    let entries: Vec<_> = std::fs::read_dir(plugin.cache_dir())
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    assert_eq!(entries.len(), 1);
-    for garbage in ["", "{\"format\":1", "\u{0}\u{1}binary", "{\"format\":99}"] {
-        std::fs::write(&entries[0], garbage).expect("corrupt");
-        expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
-        let body = std::fs::read_to_string(&entries[0]).expect("rewritten");
-        let parsed: serde_json::Value = serde_json::from_str(&body).expect("a valid entry again");
-        assert_eq!(parsed["format"], 1);
-    }
-    assert_eq!(aws.token_calls(), 5);
-}
-
-#[test]
 fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
     let aws = FakeAws::start();
     // A slow answer keeps every process waiting on the same renewal.
@@ -225,35 +169,6 @@ fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
     }
     assert_eq!(aws.token_calls(), 1, "single flight across processes");
     assert_eq!(passwords.len(), 1, "every process answered with the one credential");
-}
-
-#[test]
-fn a_plugin_killed_mid_renewal_leaves_a_usable_cache() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
-    // Killed while holding the lock and waiting on the cloud: the next exec is
-    // not blocked by the dead process's lock, and the old entry is intact.
-    aws.set_fault(Some(Fault::Slow(Duration::from_secs(20))));
-    let mut victim = plugin.spawn(&["--no-cache"], request(PRIVATE).as_bytes());
-    let mut renewing = plugin.spawn(&[], request("123456789012.dkr.ecr.us-west-2.amazonaws.com/x").as_bytes());
-    std::thread::sleep(Duration::from_millis(700));
-    victim.kill().expect("kill");
-    renewing.kill().expect("kill");
-    let _ = victim.wait();
-    let _ = renewing.wait();
-    aws.set_fault(None);
-    let started = Instant::now();
-    expect_accepted(
-        &plugin.request(&request("123456789012.dkr.ecr.us-west-2.amazonaws.com/x")),
-        ApiVersion::V1,
-        "123456789012.dkr.ecr.us-west-2.amazonaws.com/x",
-        &aws.secrets(),
-    );
-    assert!(started.elapsed() < Duration::from_secs(5), "the dead process's lock was released");
-    let calls = aws.token_calls();
-    expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
-    assert_eq!(aws.token_calls(), calls, "the first entry is still a cache hit");
 }
 
 #[test]
@@ -373,61 +288,6 @@ fn no_secret_reaches_stderr_at_the_highest_verbosity() {
     }
     assert!(stderr.contains("DEBUG") || stderr.contains("TRACE"), "the run was verbose");
     expect_no_secrets(&stderr, &aws.secrets());
-}
-
-#[test]
-fn bad_requests_are_refused_with_one_line_and_nothing_on_stdout() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    let v1 = |image: &str| request_json(ApiVersion::V1, image, None, false);
-    let big = format!(
-        r#"{{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"{PRIVATE}","pad":"{}"}}"#,
-        "x".repeat(2 * 1024 * 1024)
-    );
-    let cases: Vec<(String, Vec<u8>)> = vec![
-        ("empty stdin".into(), Vec::new()),
-        ("10 MiB".into(), vec![b'{'; 10 * 1024 * 1024]),
-        ("oversized but valid".into(), big.into_bytes()),
-        ("invalid UTF-8".into(), vec![0xff, 0xfe, b'{']),
-        ("not JSON".into(), b"image=nginx".to_vec()),
-        ("wrong kind".into(), v1(PRIVATE).replace("CredentialProviderRequest", "Pod").into_bytes()),
-        ("unknown apiVersion".into(), v1(PRIVATE).replace("/v1\"", "/v2\"").into_bytes()),
-        (
-            "missing image".into(),
-            br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#.to_vec(),
-        ),
-        ("control character".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a\u{1b}b").into_bytes()),
-        ("space".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/a b").into_bytes()),
-        ("lookalike suffix".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/x").into_bytes()),
-        ("registry in path".into(), v1("evil.io/123456789012.dkr.ecr.us-east-1.amazonaws.com/x").into_bytes()),
-        ("userinfo".into(), v1("x.azurecr.io@evil").into_bytes()),
-        ("dot-dot".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com/../x").into_bytes()),
-        ("port".into(), v1("123456789012.dkr.ecr.us-east-1.amazonaws.com:444/x").into_bytes()),
-        ("docker hub".into(), v1("nginx").into_bytes()),
-        (
-            "bad role".into(),
-            request_json(
-                ApiVersion::V1,
-                PRIVATE,
-                Some(&TestServiceAccount {
-                    token: Some("t0ken-for-bad-role".into()),
-                    annotations: BTreeMap::from([(
-                        "eks.amazonaws.com/ecr-role-arn".to_string(),
-                        "not-an-arn".to_string(),
-                    )]),
-                }),
-                false,
-            )
-            .into_bytes(),
-        ),
-    ];
-    for (name, body) in cases {
-        let exec = plugin.exec(&[], &body);
-        expect_rejected(&exec, &aws.secrets());
-        assert_eq!(exec.code, Some(1), "{name}: request errors exit 1: {}", exec.stderr);
-    }
-    assert_eq!(aws.token_calls(), 0, "no bad request reached the cloud");
-    assert!(!plugin.cache_dir().exists() || std::fs::read_dir(plugin.cache_dir()).expect("list").count() == 0);
 }
 
 #[test]
@@ -556,4 +416,36 @@ fn version_and_help_need_no_request() {
         assert_eq!(exec.code, Some(1), "{args:?}");
         assert!(exec.stderr.contains("see --help"), "{}", exec.stderr);
     }
+}
+
+#[test]
+fn hardening_checks() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
+        plugin: &plugin,
+        image: PRIVATE,
+        other_image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app",
+        lookalikes: &[
+            "123456789012.dkr.ecr.us-east-1.evil.com/x",
+            "12345.dkr.ecr.us-east-1.amazonaws.com/x",
+            "public.ecr.aws.evil.io/x",
+        ],
+        secrets: &|| aws.secrets(),
+        token_calls: &|| aws.token_calls(),
+        set_delay: &|delay| aws.set_fault(delay.map(Fault::Slow)),
+    });
+}
+
+#[test]
+fn a_role_annotation_that_is_not_an_arn_is_refused() {
+    let aws = FakeAws::start();
+    let sa = TestServiceAccount {
+        token: Some("t0ken-for-bad-role".into()),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), "not-an-arn".to_string())]),
+    };
+    let exec = plugin(&aws).request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false));
+    expect_rejected(&exec, &aws.secrets());
+    assert_eq!(exec.code, Some(1));
+    assert_eq!(aws.token_calls(), 0);
 }

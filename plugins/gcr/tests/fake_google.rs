@@ -486,3 +486,18 @@ fn refresh_every_stops_cleanly_on_sigterm() {
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
     assert!(exec.stderr.contains("stopping"), "{}", exec.stderr);
 }
+
+#[test]
+fn hardening_checks() {
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
+        plugin: &plugin,
+        image: GCR,
+        other_image: ARTIFACT_REGISTRY,
+        lookalikes: &["gcr.io.evil.io/x", "a.b.gcr.io/x", "us-python.pkg.dev/p/r/i", "docker.a.b.rep.pkg.dev/p/r/i"],
+        secrets: &|| google.secrets(),
+        token_calls: &|| google.token_calls(),
+        set_delay: &|delay| google.set_fault(delay.map(Fault::Slow)),
+    });
+}

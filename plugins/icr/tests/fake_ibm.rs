@@ -241,3 +241,18 @@ fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
     }
     assert_eq!(ibm.calls("vpc:iam-token"), 1);
 }
+
+#[test]
+fn hardening_checks() {
+    let ibm = FakeIbm::start();
+    let plugin = plugin(&ibm);
+    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
+        plugin: &plugin,
+        image: IMAGE,
+        other_image: "de.icr.io/team/app",
+        lookalikes: &["cp.icr.io/cp/app", "icr.io.evil.com/x", "xx.icr.io/x", "registry.mars.bluemix.net/x"],
+        secrets: &|| ibm.secrets(),
+        token_calls: &|| ibm.calls("vpc:iam-token"),
+        set_delay: &|delay| ibm.set_fault(delay.map(Fault::Slow)),
+    });
+}

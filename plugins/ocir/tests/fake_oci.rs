@@ -277,3 +277,18 @@ fn check_reports_a_denied_principal() {
     assert_eq!(exec.code, Some(2));
     assert!(exec.stdout.contains("ocir:token") && exec.stdout.contains("denied"), "{}", exec.stdout);
 }
+
+#[test]
+fn hardening_checks() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
+        plugin: &plugin,
+        image: IMAGE,
+        other_image: "phx.ocir.io/ns/app",
+        lookalikes: &["iadx.ocir.io/x", "ocir.us-ashburn-1.oci.evil.com/x", "container-registry.oracle.com/x"],
+        secrets: &|| clouds.secrets(),
+        token_calls: &|| clouds.registry.calls("ocir-token"),
+        set_delay: &|delay| clouds.oci.set_fault(delay.map(Fault::Slow)),
+    });
+}

@@ -1,0 +1,227 @@
+//! Checks every plugin must pass against hostile input and a hostile node:
+//! bad requests, shared cache directories, corrupt cache files, and processes
+//! killed at random while others run. A plugin joins with one call to
+//! [`check_all`] in its tests.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use credential_provider::protocol::ApiVersion;
+
+use crate::conformance::{Exec, PluginUnderTest, expect_accepted, expect_no_secrets, expect_rejected, request_json};
+
+/// A plugin, its fake cloud, and what the checks need to know of them.
+pub struct Subject<'a> {
+    pub plugin: &'a PluginUnderTest,
+    /// An image the plugin serves, and one on another registry it serves.
+    pub image: &'a str,
+    pub other_image: &'a str,
+    /// Hosts that look like the plugin's but are not.
+    pub lookalikes: &'a [&'a str],
+    /// Every secret the fake cloud handed out so far.
+    pub secrets: &'a dyn Fn() -> Vec<String>,
+    /// How many credentials the fake cloud issued so far.
+    pub token_calls: &'a dyn Fn() -> usize,
+    /// Makes the fake cloud answer token calls this late (`None`: at once).
+    pub set_delay: &'a dyn Fn(Option<Duration>),
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject").field("image", &self.image).finish_non_exhaustive()
+    }
+}
+
+/// Runs every check, each on a fresh cache.
+pub fn check_all(subject: &Subject) {
+    bad_requests_are_refused(subject);
+    cache_files_are_private_and_shared_directories_refused(subject);
+    corrupt_entries_are_replaced(subject);
+    killed_processes_leave_a_usable_cache(subject);
+}
+
+fn host(image: &str) -> &str {
+    image.split('/').next().unwrap_or_default()
+}
+
+fn clear_cache(plugin: &PluginUnderTest) {
+    let _ = std::fs::remove_dir_all(plugin.cache_dir());
+}
+
+/// Every kind of bad request: one line on stderr, exit 1, nothing on stdout,
+/// no call to the cloud, and nothing cached.
+pub fn bad_requests_are_refused(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    let before = (subject.token_calls)();
+    let v1 = |image: &str| request_json(ApiVersion::V1, image, None, false).into_bytes();
+    let good = String::from_utf8(v1(subject.image)).unwrap_or_default();
+    let registry = host(subject.image);
+    let big = good.replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(2 * 1024 * 1024)), 1);
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty stdin".into(), Vec::new()),
+        ("10 MiB of stdin".into(), vec![b'{'; 10 * 1024 * 1024]),
+        ("valid JSON over the size limit".into(), big.into_bytes()),
+        ("invalid UTF-8".into(), vec![0xff, 0xfe, b'{']),
+        ("not JSON".into(), b"image=nginx".to_vec()),
+        ("JSON but not an object".into(), b"[1, 2, 3]".to_vec()),
+        ("wrong kind".into(), good.replace("CredentialProviderRequest", "Pod").into_bytes()),
+        ("unknown apiVersion".into(), good.replace("k8s.io/v1\"", "k8s.io/v2\"").into_bytes()),
+        (
+            "missing image".into(),
+            br#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1"}"#.to_vec(),
+        ),
+        ("empty image".into(), v1("")),
+        ("control character".into(), v1(&format!("{registry}/a\u{1b}b"))),
+        ("newline".into(), v1(&format!("{registry}/a\nb"))),
+        ("space".into(), v1(&format!("{registry}/a b"))),
+        ("dot-dot".into(), v1(&format!("{registry}/../x"))),
+        ("a port".into(), v1(&format!("{registry}:444/x"))),
+        ("its host in a foreign path".into(), v1(&format!("evil.io/{registry}/x"))),
+        ("its host with a suffix".into(), v1(&format!("{registry}.evil.io/x"))),
+        ("userinfo".into(), v1(&format!("{registry}@evil/x"))),
+        ("Docker Hub".into(), v1("nginx")),
+    ];
+    for lookalike in subject.lookalikes {
+        cases.push((format!("lookalike {lookalike}"), v1(lookalike)));
+    }
+    for (name, body) in cases {
+        let exec = plugin.exec(&[], &body);
+        expect_rejected(&exec, &(subject.secrets)());
+        assert_eq!(exec.code, Some(1), "{name}: request errors exit 1: {}", exec.stderr);
+    }
+    assert_eq!((subject.token_calls)(), before, "no bad request reached the cloud");
+    let cached = std::fs::read_dir(plugin.cache_dir()).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(cached, 0, "no bad request left anything in the cache");
+}
+
+/// Entries are 0600 in a 0700 directory, named without secrets; a directory
+/// writable by others, or owned by another user, is refused before any call.
+pub fn cache_files_are_private_and_shared_directories_refused(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    let request = request_json(ApiVersion::V1, subject.image, None, false);
+    expect_accepted(&plugin.exec(&["-vvv"], request.as_bytes()), ApiVersion::V1, subject.image, &(subject.secrets)());
+    let dir = plugin.cache_dir();
+    assert_eq!(std::fs::metadata(&dir).expect("cache dir").permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&dir).expect("list").flatten() {
+        let path = entry.path();
+        assert_eq!(std::fs::metadata(&path).expect("file").permissions().mode() & 0o777, 0o600, "{path:?}");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        expect_no_secrets(&name, &(subject.secrets)());
+    }
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let before = (subject.token_calls)();
+    let exec = plugin.request(&request);
+    expect_rejected(&exec, &(subject.secrets)());
+    assert!(exec.stderr.contains("writable by others"), "{}", exec.stderr);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    if is_root(&dir) {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+        let exec = plugin.request(&request);
+        expect_rejected(&exec, &(subject.secrets)());
+        assert!(exec.stderr.contains("owned by"), "{}", exec.stderr);
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).expect("chown back");
+    }
+    assert_eq!((subject.token_calls)(), before, "a refused cache directory stops the exec before the cloud");
+}
+
+/// Whether this process can give a directory to another user.
+fn is_root(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_ok_and(|m| m.uid() == 0)
+}
+
+/// A corrupt, truncated, foreign or future-format entry is replaced, never
+/// trusted and never fatal.
+pub fn corrupt_entries_are_replaced(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    let request = request_json(ApiVersion::V1, subject.image, None, false);
+    expect_accepted(&plugin.request(&request), ApiVersion::V1, subject.image, &(subject.secrets)());
+    let entries: Vec<_> = std::fs::read_dir(plugin.cache_dir())
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !is_session(p))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let before = (subject.token_calls)();
+    let garbage =
+        ["", "{\"format\":1", "\u{0}\u{1}binary", "{\"format\":99}", "[]", "{\"format\":1,\"plugin\":\"other\"}"];
+    for content in garbage {
+        std::fs::write(&entries[0], content).expect("corrupt");
+        expect_accepted(&plugin.request(&request), ApiVersion::V1, subject.image, &(subject.secrets)());
+        let body = std::fs::read_to_string(&entries[0]).expect("rewritten");
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("a valid entry again");
+        assert_eq!(parsed["format"], 1);
+    }
+    assert_eq!((subject.token_calls)(), before + garbage.len());
+}
+
+/// Session files (`<plugin>.<name>-…`) are not registry entries.
+fn is_session(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.split('-').next().is_some_and(|p| p.contains('.')))
+}
+
+/// 16 processes on two registries, some killed at random moments while the
+/// others run: every survivor answers, the cache holds only valid entries,
+/// and the next execs are cache hits.
+pub fn killed_processes_leave_a_usable_cache(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    (subject.set_delay)(Some(Duration::from_millis(300)));
+    let images = [subject.image, subject.other_image];
+    let mut children = Vec::new();
+    for index in 0..16 {
+        let image = images[index % 2];
+        children.push((index, image, plugin.spawn(&[], request_json(ApiVersion::V1, image, None, false).as_bytes())));
+    }
+    // Kill every third process at a random moment in the first 600 ms.
+    let started = Instant::now();
+    let mut survivors = Vec::new();
+    let mut victims = Vec::new();
+    for (index, image, child) in children {
+        if index % 3 == 0 { victims.push(child) } else { survivors.push((image, child)) }
+    }
+    for mut victim in victims {
+        let at = Duration::from_millis(random_below(600));
+        if let Some(wait) = at.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let _ = victim.kill();
+        let _ = victim.wait();
+    }
+    for (image, child) in survivors {
+        let exec = Exec::wait(child);
+        expect_accepted(&exec, ApiVersion::V1, image, &(subject.secrets)());
+    }
+    (subject.set_delay)(None);
+    assert!(started.elapsed() < Duration::from_secs(20), "no survivor waited out a dead process's lock");
+    for entry in std::fs::read_dir(plugin.cache_dir()).expect("list").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let body = std::fs::read_to_string(&path).expect("read");
+            let parsed: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path:?} is corrupt: {e}"));
+            assert_eq!(parsed["format"], 1, "{path:?}");
+        }
+    }
+    let before = (subject.token_calls)();
+    for image in images {
+        expect_accepted(
+            &plugin.request(&request_json(ApiVersion::V1, image, None, false)),
+            ApiVersion::V1,
+            image,
+            &(subject.secrets)(),
+        );
+    }
+    assert_eq!((subject.token_calls)(), before, "both registries are cache hits after the kills");
+}
+
+/// A number in [0, bound) that differs from run to run.
+fn random_below(bound: u64) -> u64 {
+    u64::from_str_radix(&crate::server::nonce(), 16).unwrap_or(0) % bound.max(1)
+}
