@@ -231,6 +231,15 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
                         .into_response();
                 }
                 Some(Fault::Expired) => expires = SystemTime::now() - Duration::from_secs(3600),
+                Some(Fault::Reset) => crate::server::reset_connection(),
+                Some(Fault::Truncated) => {
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "application/x-amz-json-1.1")],
+                        "{\"authorizationData\": [{\"author",
+                    )
+                        .into_response();
+                }
                 None => {}
             }
             let password = format!("fake-ecr-password-{}", nonce());

@@ -285,6 +285,8 @@ async fn token_call(state: &Shared, what: &str) -> Result<i64, Response> {
             Ok(lifetime as i64)
         }
         Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
+        Some(Fault::Reset) => crate::server::reset_connection(),
+        Some(Fault::Truncated) => Err(crate::server::truncated_json()),
         Some(Fault::Expired) => Ok(-3600),
         None => Ok(lifetime as i64),
     }

@@ -276,6 +276,8 @@ async fn federation(state: &Shared, method: &Method, uri: &Uri, headers: &Header
         }
         Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::Garbage) => return (StatusCode::OK, "<html>surprise</html>").into_response(),
+        Some(Fault::Reset) => crate::server::reset_connection(),
+        Some(Fault::Truncated) => return crate::server::truncated_json(),
         Some(Fault::Expired) | None => {}
     }
     match verify(state, method, uri, headers, body) {

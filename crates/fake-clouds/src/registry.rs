@@ -299,6 +299,8 @@ async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
         }
         Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::Garbage) => return (StatusCode::OK, "<html>surprise</html>").into_response(),
+        Some(Fault::Reset) => crate::server::reset_connection(),
+        Some(Fault::Truncated) => return crate::server::truncated_json(),
         Some(Fault::Expired) | None => {}
     }
     let mut state = lock(state);

@@ -18,6 +18,23 @@ pub enum Fault {
     Garbage,
     /// Answer with a token that expired an hour ago.
     Expired,
+    /// Drop the connection without an answer, as a reset does.
+    Reset,
+    /// Answer 200 with a JSON body cut short.
+    Truncated,
+}
+
+/// Ends the request by dropping its connection: the handler's task unwinds
+/// without a panic message, and the client sees the connection close.
+pub fn reset_connection() -> ! {
+    std::panic::resume_unwind(Box::new("the fake resets the connection"))
+}
+
+/// A 200 whose JSON body stops halfway.
+pub fn truncated_json() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (axum::http::StatusCode::OK, [("content-type", "application/json")], "{\"access_token\": \"ya29.cut")
+        .into_response()
 }
 
 /// A running server; it stops when dropped.

@@ -122,7 +122,7 @@ fn a_stale_entry_is_served_when_the_cloud_fails() {
 fn cloud_faults_end_in_a_one_line_error_and_an_empty_stdout() {
     let aws = FakeAws::start();
     let plugin = plugin(&aws);
-    for fault in [Fault::Status(500), Fault::Status(403), Fault::Garbage] {
+    for fault in [Fault::Status(500), Fault::Status(403), Fault::Garbage, Fault::Truncated, Fault::Reset] {
         aws.set_fault(Some(fault.clone()));
         let exec = plugin.request(&request(PRIVATE));
         expect_rejected(&exec, &aws.secrets());

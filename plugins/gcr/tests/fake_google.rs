@@ -340,9 +340,13 @@ fn a_metadata_host_that_is_not_link_local_is_refused() {
 fn cloud_faults_are_retried_then_end_in_one_line() {
     let google = FakeGoogle::start();
     let plugin = plugin(&google);
-    for (fault, attempts) in
-        [(Fault::Status(503), 4), (Fault::Status(429), 4), (Fault::Garbage, 1), (Fault::Status(403), 1)]
-    {
+    for (fault, attempts) in [
+        (Fault::Status(503), 4),
+        (Fault::Reset, 4),
+        (Fault::Garbage, 1),
+        (Fault::Truncated, 1),
+        (Fault::Status(403), 1),
+    ] {
         let before = google.calls("metadata:token");
         google.set_fault(Some(fault.clone()));
         let exec = plugin.exec(&["--no-cache", "-vvv"], request(GCR).as_bytes());
@@ -352,6 +356,17 @@ fn cloud_faults_are_retried_then_end_in_one_line() {
         expect_no_secrets(&exec.stderr, &google.secrets());
         assert_eq!(google.calls("metadata:token") - before, attempts, "{fault:?}");
     }
+    // Throttling with Retry-After: 1 is waited out, three times, inside the budget.
+    google.set_fault(Some(Fault::Status(429)));
+    let before = google.calls("metadata:token");
+    let started = std::time::Instant::now();
+    let exec = plugin.exec(&["--no-cache"], request(GCR).as_bytes());
+    expect_rejected(&exec, &google.secrets());
+    assert_eq!(google.calls("metadata:token") - before, 4);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= std::time::Duration::from_millis(2900), "Retry-After was not honoured: {elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(20), "past the call budget: {elapsed:?}");
+
     google.set_fault(Some(Fault::Expired));
     let exec = plugin.request(&request(GCR));
     let response = expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());

@@ -194,7 +194,13 @@ fn cloud_faults_are_retried_then_end_in_one_line() {
     let ibm = FakeIbm::start();
     let key = ibm.add_api_key();
     let plugin = plugin(&ibm).with_env([("IBMCLOUD_API_KEY", key.as_str())]);
-    for (fault, attempts) in [(Fault::Status(503), 4), (Fault::Garbage, 1), (Fault::Status(400), 1)] {
+    for (fault, attempts) in [
+        (Fault::Status(503), 4),
+        (Fault::Reset, 4),
+        (Fault::Garbage, 1),
+        (Fault::Truncated, 1),
+        (Fault::Status(400), 1),
+    ] {
         let before = ibm.calls("iam:token");
         ibm.set_fault(Some(fault.clone()));
         let exec = plugin.exec(&["--no-cache"], request(IMAGE).as_bytes());
