@@ -350,18 +350,18 @@ fn read_entry(path: &Path) -> Option<CachedCredential> {
         tracing::warn!(path = %path.display(), "cache entry is too large, replacing it");
         return None;
     }
-    match serde_json::from_slice::<CachedCredential>(&body) {
-        Ok(entry) if entry.format == FORMAT_VERSION => Some(entry),
-        Ok(entry) => {
-            tracing::debug!(path = %path.display(), format = entry.format, "cache entry of another format, replacing it");
-            None
-        }
-        Err(_) => {
-            // The parse error may quote the file, which holds a password.
-            tracing::warn!(path = %path.display(), "cache entry is corrupt, replacing it");
-            None
-        }
+    let entry = parse_entry(&body);
+    if entry.is_none() {
+        tracing::warn!(path = %path.display(), "cache entry is corrupt or of another format, replacing it");
     }
+    entry
+}
+
+/// An entry from a file's bytes, if they are one of this format: anything else
+/// (truncated, corrupt, foreign, another version) is `None`, and never a panic.
+pub fn parse_entry(body: &[u8]) -> Option<CachedCredential> {
+    // The parse error is dropped: it may quote the file, which holds a password.
+    serde_json::from_slice::<CachedCredential>(body).ok().filter(|entry| entry.format == FORMAT_VERSION)
 }
 
 #[cfg(test)]

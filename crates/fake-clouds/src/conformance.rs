@@ -76,6 +76,15 @@ impl PluginUnderTest {
         }
     }
 
+    /// The same environment, cache and home, running `program` instead (a
+    /// wrapper such as GNU time, given the plugin in its arguments).
+    pub fn with_program(&self, program: &Path) -> PluginUnderTest {
+        let mut other = PluginUnderTest::new(program).with_env(self.env.clone());
+        other.set_env("CREDENTIAL_PROVIDER_CACHE_DIR", &self.cache_dir().display().to_string());
+        other.set_env("HOME", &self.home().display().to_string());
+        other
+    }
+
     /// Adds environment variables.
     pub fn with_env<K: Into<String>, V: Into<String>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
         self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));

@@ -2,9 +2,13 @@
 //! stdin, response on stdout. Run `scripts/bench` (release build first).
 //!
 //! For each plugin: a warm exec (cache hit), a cold exec (empty cache, one
-//! fetch from the fake cloud), and 64 execs started together on a cold cache
-//! (wall time, and how many token calls they made between them). Medians of
-//! several runs; the table is Markdown, for the README.
+//! fetch from the fake cloud), 64 execs started together on a cold cache
+//! (wall time, and how many token calls they made between them), the peak
+//! RSS of a warm and a cold exec, and the binary's size. Two references run in
+//! the same conditions: a floor (the least a plugin can do on a cache hit) and
+//! docker-credential-ecr-login answering from its own warm cache, when it is
+//! installed. Medians of several runs; the table is Markdown, for the README,
+//! followed by the targets and whether this run met them.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,6 +25,8 @@ struct Target {
     image: &'static str,
     token_calls: fn(&FakeClouds) -> usize,
     env: fn(&FakeClouds) -> Vec<(String, String)>,
+    /// Slows the fake cloud's token calls (for the 64-way start).
+    set_delay: fn(&FakeClouds, Option<Duration>),
 }
 
 /// Every fake cloud the targets use.
@@ -40,12 +46,14 @@ const TARGETS: &[Target] = &[
         image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app",
         token_calls: |clouds| clouds.aws.token_calls(),
         env: |clouds| clouds.aws.env_with_static_keys(),
+        set_delay: |clouds, delay| clouds.aws.set_fault(delay.map(Fault::Slow)),
     },
     Target {
         binary: "gcr-credential-provider",
         image: "us-docker.pkg.dev/fake-project/images/app",
         token_calls: |clouds| clouds.google.token_calls(),
         env: |clouds| clouds.google.endpoint_env(),
+        set_delay: |clouds, delay| clouds.google.set_fault(delay.map(Fault::Slow)),
     },
     Target {
         binary: "acr-credential-provider",
@@ -59,12 +67,14 @@ const TARGETS: &[Target] = &[
             ));
             env
         },
+        set_delay: |clouds, delay| clouds.azure.set_fault(delay.map(Fault::Slow)),
     },
     Target {
         binary: "icr-credential-provider",
         image: "us.icr.io/team/app",
         token_calls: |clouds| clouds.ibm.calls("vpc:iam-token"),
         env: |clouds| clouds.ibm.endpoint_env(),
+        set_delay: |clouds, delay| clouds.ibm.set_fault(delay.map(Fault::Slow)),
     },
     Target {
         binary: "ocir-credential-provider",
@@ -75,8 +85,20 @@ const TARGETS: &[Target] = &[
             env.push(("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".into(), clouds.ocir.endpoints_for(&["iad.ocir.io"])));
             env
         },
+        set_delay: |clouds, delay| clouds.oci.set_fault(delay.map(Fault::Slow)),
     },
 ];
+
+/// One row of the table.
+struct Row {
+    name: String,
+    size: Option<u64>,
+    warm: Vec<Duration>,
+    cold: Option<Duration>,
+    burst: Option<(Duration, usize)>,
+    rss_warm_kib: Option<u64>,
+    rss_cold_kib: Option<u64>,
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -98,10 +120,13 @@ fn main() {
     let clouds =
         FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start(), oci, ocir };
 
-    println!(
-        "| plugin | binary size | warm exec (median / p90) | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut rows = Vec::new();
+    if let Some(row) = floor(&dir, runs) {
+        rows.push(row);
+    }
+    if let Some(row) = ecr_login(runs) {
+        rows.push(row);
+    }
     let mut measured = 0;
     for target in TARGETS {
         let binary = dir.join(target.binary);
@@ -109,50 +134,206 @@ fn main() {
             eprintln!("skipping {}: not built in {}", target.binary, dir.display());
             continue;
         }
-        measure(&clouds, target, &binary, runs);
+        rows.push(measure(&clouds, target, &binary, runs));
         measured += 1;
     }
     if measured == 0 {
         eprintln!("no plugin binaries in {}; run scripts/bench", dir.display());
         std::process::exit(1);
     }
+    print_table(&rows);
     println!("\n{} runs each; machine: {}", runs, machine());
+    print_targets(&rows);
 }
 
-fn measure(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) {
+fn print_table(rows: &[Row]) {
+    println!(
+        "| binary | size | warm exec (median / p90) | peak RSS warm / cold | cold exec (median) | 64 execs on a cold cache | token calls for those 64 |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let dash = || "–".to_string();
+    for row in rows {
+        println!(
+            "| {} | {} | {} / {} | {} / {} | {} | {} | {} |",
+            row.name,
+            row.size.map_or_else(dash, |s| format!("{:.1} MiB", s as f64 / (1024.0 * 1024.0))),
+            ms(percentile(&row.warm, 50)),
+            ms(percentile(&row.warm, 90)),
+            row.rss_warm_kib.map_or_else(dash, mib),
+            row.rss_cold_kib.map_or_else(dash, mib),
+            row.cold.map_or_else(dash, ms),
+            row.burst.map_or_else(dash, |(wall, _)| ms(wall)),
+            row.burst.map_or_else(dash, |(_, calls)| calls.to_string()),
+        );
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The targets of the project's performance issue, checked against this run.
+fn print_targets(rows: &[Row]) {
+    let median = |name: &str| rows.iter().find(|r| r.name == name).map(|r| percentile(&r.warm, 50));
+    let floor = median(FLOOR);
+    let ecr_login = median(ECR_LOGIN);
+    println!("\ntargets:");
+    for row in rows.iter().filter(|r| r.name.ends_with("-credential-provider")) {
+        let warm = percentile(&row.warm, 50);
+        let mut verdicts = Vec::new();
+        if let Some(floor) = floor {
+            let ratio = warm.as_secs_f64() / floor.as_secs_f64();
+            verdicts.push(format!("{ratio:.2}x the floor ({})", pass(ratio <= 1.3)));
+        }
+        if let Some(ecr_login) = ecr_login {
+            let ratio = warm.as_secs_f64() / ecr_login.as_secs_f64();
+            verdicts.push(format!("{ratio:.2}x docker-credential-ecr-login ({})", pass(ratio <= 0.4)));
+        }
+        if let Some(rss) = row.rss_warm_kib {
+            verdicts.push(format!("warm RSS {} ({})", mib(rss), pass(rss < 4 * 1024)));
+        }
+        if let Some((_, calls)) = row.burst {
+            verdicts.push(format!("{calls} token call(s) for 64 ({})", pass(calls == 1)));
+        }
+        if let Some(size) = row.size {
+            verdicts.push(format!("{:.1} MiB ({})", size as f64 / (1024.0 * 1024.0), pass(size < 8 * 1024 * 1024)));
+        }
+        println!("- {}: {}", row.name, verdicts.join(", "));
+    }
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+const FLOOR: &str = "floor (minimal Rust)";
+const ECR_LOGIN: &str = "docker-credential-ecr-login (warm)";
+
+/// The floor: stdin in, one small file read, one JSON line out.
+fn floor(dir: &Path, runs: usize) -> Option<Row> {
+    let binary = dir.join("credential-provider-floor");
+    if !binary.is_file() {
+        eprintln!("skipping the floor: not built in {}", dir.display());
+        return None;
+    }
+    let mut plugin = PluginUnderTest::new(&binary);
+    let answer = plugin.home().join("answer.json");
+    std::fs::write(&answer, r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"6h0m0s","auth":{"r.example":{"username":"u","password":"p"}}}"#).ok()?;
+    plugin.set_env("FLOOR_FILE", answer.to_str()?);
+    let request = request_json(ApiVersion::V1, "r.example/app", None, false);
+    let warm = (0..runs).map(|_| timed(|| expect_success(&plugin, &[], &request))).collect();
+    Some(Row {
+        name: FLOOR.into(),
+        size: std::fs::metadata(&binary).ok().map(|m| m.len()),
+        rss_warm_kib: peak_rss(&plugin, &binary, &[], &request),
+        warm,
+        cold: None,
+        burst: None,
+        rss_cold_kib: None,
+    })
+}
+
+/// docker-credential-ecr-login answering from its own warm cache, which is
+/// written here the way it writes it (key: region, base64 of the access key
+/// id followed by MD5 of nothing, then the account).
+fn ecr_login(runs: usize) -> Option<Row> {
+    let binary = which("docker-credential-ecr-login")?;
+    let mut helper = PluginUnderTest::new(&binary);
+    let access_key = "AKIAFAKESTATICKEY001";
+    let md5_of_nothing =
+        [0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e];
+    let mut keyed = access_key.as_bytes().to_vec();
+    keyed.extend_from_slice(&md5_of_nothing);
+    use base64::Engine as _;
+    let prefix = format!("us-east-1-{}-", base64::engine::general_purpose::STANDARD.encode(&keyed));
+    let now = std::time::SystemTime::now();
+    let entry = serde_json::json!({
+        "AuthorizationToken": base64::engine::general_purpose::STANDARD.encode("AWS:warm-cache-password"),
+        "RequestedAt": humantime::format_rfc3339_seconds(now).to_string(),
+        "ExpiresAt": humantime::format_rfc3339_seconds(now + Duration::from_secs(12 * 3600)).to_string(),
+        "ProxyEndpoint": "https://123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        "Service": "ecr",
+    });
+    let cache = helper.home().join(".ecr");
+    std::fs::create_dir_all(&cache).ok()?;
+    let file = serde_json::json!({ "Registries": { format!("{prefix}123456789012"): entry }, "Version": "1.0" });
+    std::fs::write(cache.join("cache.json"), file.to_string()).ok()?;
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", access_key),
+        ("AWS_SECRET_ACCESS_KEY", "not-used-on-a-cache-hit"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        helper.set_env(key, value);
+    }
+    let stdin = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let probe = helper.exec(&["get"], stdin.as_bytes());
+    if probe.code != Some(0) || !probe.stdout.contains("warm-cache-password") {
+        eprintln!("skipping docker-credential-ecr-login: it did not answer from its cache ({})", probe.stderr.trim());
+        return None;
+    }
+    let warm = (0..runs).map(|_| timed(|| expect_success(&helper, &["get"], stdin))).collect();
+    Some(Row {
+        name: ECR_LOGIN.into(),
+        size: std::fs::metadata(&binary).ok().map(|m| m.len()),
+        rss_warm_kib: peak_rss(&helper, &binary, &["get"], stdin),
+        warm,
+        cold: None,
+        burst: None,
+        rss_cold_kib: None,
+    })
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// The peak RSS of one exec, in KiB, through GNU time when it is installed.
+fn peak_rss(plugin: &PluginUnderTest, binary: &Path, args: &[&str], stdin: &str) -> Option<u64> {
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return None;
+    }
+    let mut wrapped = vec!["-f", "%M", binary.to_str()?];
+    wrapped.extend_from_slice(args);
+    let exec = plugin.with_program(time).exec(&wrapped, stdin.as_bytes());
+    exec.stderr.lines().last()?.trim().parse().ok()
+}
+
+fn measure(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) -> Row {
     let request = request_json(ApiVersion::V1, target.image, None, false);
     let plugin = PluginUnderTest::new(binary).with_env((target.env)(clouds));
 
     // Warm: prime the cache once, then every exec is a hit.
     expect_success(&plugin, &[], &request);
     let warm: Vec<Duration> = (0..runs).map(|_| timed(|| expect_success(&plugin, &[], &request))).collect();
+    let rss_warm_kib = peak_rss(&plugin, binary, &[], &request);
 
     // Cold: each exec fetches (the cache is bypassed, the fetch is real).
     let cold: Vec<Duration> =
         (0..runs.div_ceil(4)).map(|_| timed(|| expect_success(&plugin, &["--no-cache"], &request))).collect();
+    let rss_cold_kib = peak_rss(&plugin, binary, &["--no-cache"], &request);
 
     // A node boot: 64 execs at once on an empty cache, the cloud answering in 100 ms.
     let burst = PluginUnderTest::new(binary).with_env((target.env)(clouds));
-    clouds.aws.set_fault(Some(Fault::Slow(Duration::from_millis(100))));
+    (target.set_delay)(clouds, Some(Duration::from_millis(100)));
     let before = (target.token_calls)(clouds);
     let started = Instant::now();
     let failed = burst.exec_together(64, &[], request.as_bytes()).iter().filter(|e| e.code != Some(0)).count();
     let burst_wall = started.elapsed();
-    clouds.aws.set_fault(None);
+    (target.set_delay)(clouds, None);
     let calls = (target.token_calls)(clouds) - before;
     assert_eq!(failed, 0, "{failed} of 64 concurrent execs failed");
 
-    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "| {} | {:.1} MiB | {} / {} | {} | {} | {} |",
-        target.binary,
-        size as f64 / (1024.0 * 1024.0),
-        ms(percentile(&warm, 50)),
-        ms(percentile(&warm, 90)),
-        ms(percentile(&cold, 50)),
-        ms(burst_wall),
-        calls
-    );
+    Row {
+        name: target.binary.to_string(),
+        size: std::fs::metadata(binary).ok().map(|m| m.len()),
+        warm,
+        cold: Some(percentile(&cold, 50)),
+        burst: Some((burst_wall, calls)),
+        rss_warm_kib,
+        rss_cold_kib,
+    }
 }
 
 fn expect_success(plugin: &PluginUnderTest, args: &[&str], request: &str) {
