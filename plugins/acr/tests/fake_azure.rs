@@ -102,7 +102,7 @@ fn user_assigned_identities_by_client_id_and_resource_id() {
             &plugin,
             &serde_json::json!({ "useManagedIdentityExtension": true, "userAssignedIdentityID": id }),
         );
-        let exec = plugin.exec(&[config.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
+        let exec = plugin.exec(&[config.to_str().unwrap_or_default(), "-vvv"], request(IMAGE).as_bytes());
         expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
     }
     let who: Vec<String> = clouds.azure.grants().into_iter().map(|(who, _)| who).collect();
@@ -222,7 +222,8 @@ fn a_mirror_gets_its_targets_credential_under_its_own_name() {
     let clouds = Clouds::start();
     let plugin = clouds.plugin();
     let image = "mcr.microsoft.com/dotnet/runtime";
-    let exec = plugin.exec(&["--registry-mirror", "mcr.microsoft.com:myacr.azurecr.io"], request(image).as_bytes());
+    let exec =
+        plugin.exec(&["--registry-mirror", "mcr.microsoft.com:myacr.azurecr.io", "-vvv"], request(image).as_bytes());
     let response = expect_accepted(&exec, ApiVersion::V1, image, &clouds.secrets());
     assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec!["mcr.microsoft.com"]);
     assert_eq!(clouds.registry.calls("exchange"), 1);

@@ -79,7 +79,7 @@ fn kep_4412_exchanges_the_token_for_the_identity_namespace() {
     let audience = format!("identitynamespace:{PROJECT}.svc.id.goog:{IDENTITY_PROVIDER}");
     let sa = service_account(&google, &audience, &[("iam.gke.io/enable-wi-image-pull", "true")]);
     let plugin = plugin(&google);
-    let args = ["get-credentials", "--identity-provider", IDENTITY_PROVIDER, "--project-id", PROJECT];
+    let args = ["get-credentials", "--identity-provider", IDENTITY_PROVIDER, "--project-id", PROJECT, "-vvv"];
     for _ in 0..2 {
         let exec = plugin.exec(&args, request_json(ApiVersion::V1, GCR, Some(&sa), false).as_bytes());
         let response = expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
@@ -97,7 +97,7 @@ fn kep_4412_reads_the_project_from_the_metadata_server_when_not_given() {
     let audience = format!("identitynamespace:{PROJECT}.svc.id.goog:{IDENTITY_PROVIDER}");
     let sa = service_account(&google, &audience, &[]);
     let exec = plugin(&google).exec(
-        &["--identity-provider", IDENTITY_PROVIDER],
+        &["--identity-provider", IDENTITY_PROVIDER, "-vvv"],
         request_json(ApiVersion::V1, GCR, Some(&sa), false).as_bytes(),
     );
     expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
@@ -111,7 +111,7 @@ fn kep_4412_with_a_pool_audience_impersonates_the_annotated_service_account() {
     let sa = service_account(&google, POOL_AUDIENCE, &[("iam.gke.io/gcp-service-account", PULLER)]);
     let plugin = plugin(&google);
     let responses =
-        plugin_conformance_with_args(&plugin, &["--audience", POOL_AUDIENCE], ARTIFACT_REGISTRY, &sa, &google);
+        plugin_conformance_with_args(&plugin, &["--audience", POOL_AUDIENCE, "-vvv"], ARTIFACT_REGISTRY, &sa, &google);
     assert!(responses.iter().all(|p| p.starts_with("ya29.impersonated-")), "{responses:?}");
     assert_eq!(google.impersonated(), vec![PULLER.to_string()]);
     // v1alpha1 and v1beta1 carry no token: those used the node's identity.

@@ -54,7 +54,7 @@ fn the_vpc_flow_takes_a_profile_by_id_or_crn_but_not_by_name() {
     ibm.link_instance_profile(&format!("crn:{crn}"));
     let plugin = plugin(&ibm);
     expect_accepted(
-        &plugin.exec(&["--profile-id", PROFILE], request(IMAGE).as_bytes()),
+        &plugin.exec(&["--profile-id", PROFILE, "-vvv"], request(IMAGE).as_bytes()),
         ApiVersion::V1,
         IMAGE,
         &ibm.secrets(),
@@ -135,7 +135,7 @@ fn kep_4412_by_profile_name_from_the_flags() {
     ibm.trust("name:tenant-a-pullers", &token);
     let sa = TestServiceAccount { token: Some(token), annotations: BTreeMap::new() };
     let exec = plugin(&ibm).exec(
-        &["--profile-name", "tenant-a-pullers"],
+        &["--profile-name", "tenant-a-pullers", "-vvv"],
         request_json(ApiVersion::V1, IMAGE, Some(&sa), false).as_bytes(),
     );
     expect_accepted(&exec, ApiVersion::V1, IMAGE, &ibm.secrets());
@@ -167,7 +167,7 @@ fn a_compute_resource_token_file_needs_a_profile() {
     let file = plugin.home().join("token");
     std::fs::write(&file, &token).expect("write token");
     let path = file.to_str().unwrap_or_default();
-    let exec = plugin.exec(&["--cr-token-file", path, "--profile-id", PROFILE], request(IMAGE).as_bytes());
+    let exec = plugin.exec(&["--cr-token-file", path, "--profile-id", PROFILE, "-vvv"], request(IMAGE).as_bytes());
     expect_accepted(&exec, ApiVersion::V1, IMAGE, &ibm.secrets());
     assert_eq!(ibm.grants(), vec![("cr-token".to_string(), format!("id:{PROFILE}"))]);
     let exec = plugin.exec(&["--cr-token-file", path], request(IMAGE).as_bytes());

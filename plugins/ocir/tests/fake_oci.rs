@@ -92,7 +92,7 @@ fn a_user_principal_from_the_oci_cli_config() {
     std::fs::create_dir_all(&oci_dir).expect("mkdir");
     let config = clouds.oci.user_config(&oci_dir);
     // Found in ~/.oci/config by default.
-    let exec = plugin.exec(&["-v"], request(IMAGE).as_bytes());
+    let exec = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
     expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
     assert!(exec.stderr.contains("user principal"), "{}", exec.stderr);
     // And named explicitly, as the upstream plugin's USER_PRINCIPAL.
@@ -171,7 +171,7 @@ fn the_upstream_config_file_and_variables_work_unchanged() {
     .expect("write yaml");
     let exec = plugin
         .with_env([("OCI_CONFIG_FILE", config.to_str().unwrap_or_default())])
-        .exec(&["-config", yaml.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
+        .exec(&["-config", yaml.to_str().unwrap_or_default(), "-vvv"], request(IMAGE).as_bytes());
     expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
     assert_eq!(clouds.registry.docker_token_principals(), vec!["user".to_string()]);
 
