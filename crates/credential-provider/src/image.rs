@@ -102,7 +102,13 @@ impl ImageRef {
                 "each path component must be lower-case letters, digits and single separators (. _ -), with no empty or '..' parts",
             ));
         }
-        Ok(ImageRef { host, port, path, tag, digest })
+        let image = ImageRef { host, port, path, tag, digest };
+        // The limit holds for the normalized form too, the one the kubelet
+        // sends: `name` must not parse if `docker.io/library/name` would not.
+        if image.to_string().len() > MAX_REFERENCE_LEN {
+            return Err(fail("it is too long once normalized"));
+        }
+        Ok(image)
     }
 
     /// The registry, as the kubelet names it in auth keys: `host[:port]`.
@@ -216,6 +222,18 @@ fn valid_digest(digest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the image_parse fuzz target: a short name under the limit
+    /// whose Docker Hub form is over it parsed, and its own printing did not.
+    #[test]
+    fn what_parses_prints_back_to_something_that_parses() {
+        let name = format!("{}:2", "z6".repeat(505));
+        assert!(name.len() <= MAX_REFERENCE_LEN);
+        assert!(ImageRef::parse(&name).is_err(), "docker.io/library/{name} is over the limit");
+        let fits = format!("{}:2", "z".repeat(MAX_REFERENCE_LEN - "docker.io/library/:2".len()));
+        let image = ImageRef::parse(&fits).expect("at the limit");
+        assert_eq!(ImageRef::parse(&image.to_string()), Ok(image));
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
