@@ -138,6 +138,16 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// One lower-case DNS label: letters, digits and inner hyphens, at most 63.
+/// The plugins recognize their registries' hosts label by label with it.
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 fn truncate(reference: &str) -> String {
     reference.chars().take(200).collect()
 }

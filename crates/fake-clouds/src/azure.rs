@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{FakeServer, Fault, fake_jwt, lock, nonce, unix_now};
+use crate::server::{FakeServer, Fault, apply_fault, fake_jwt, lock, nonce, unix_now};
 
 /// The tenant of every fake identity.
 pub const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
@@ -147,21 +147,7 @@ async fn count(state: &Shared, what: &str) -> Result<i64, Response> {
         *state.calls.entry(what.to_string()).or_default() += 1;
         state.fault.clone()
     };
-    match fault {
-        Some(Fault::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Err(oauth_error(status, "temporarily_unavailable", "the fake was told to fail"))
-        }
-        Some(Fault::Slow(delay)) => {
-            tokio::time::sleep(delay).await;
-            Ok(3599)
-        }
-        Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
-        Some(Fault::Reset) => crate::server::reset_connection(),
-        Some(Fault::Truncated) => Err(crate::server::truncated_json()),
-        Some(Fault::Expired) => Ok(-3600),
-        None => Ok(3599),
-    }
+    apply_fault(fault, 3599, |status| oauth_error(status, "temporarily_unavailable", "the fake was told to fail")).await
 }
 
 fn issue(state: &Shared, tenant: &str, who: &str, how: &str, lifetime: i64) -> String {

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{FakeServer, Fault, lock, nonce};
+use crate::server::{FakeServer, Fault, apply_fault, lock, nonce};
 
 /// The project of every fake identity.
 pub const PROJECT: &str = "fake-project";
@@ -271,25 +271,7 @@ async fn token_call(state: &Shared, what: &str) -> Result<i64, Response> {
         *state.calls.entry(what.to_string()).or_default() += 1;
         (state.fault.clone(), state.token_lifetime)
     };
-    match fault {
-        Some(Fault::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = google_error(status, "the fake was told to fail");
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
-            }
-            Err(response)
-        }
-        Some(Fault::Slow(delay)) => {
-            tokio::time::sleep(delay).await;
-            Ok(lifetime as i64)
-        }
-        Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
-        Some(Fault::Reset) => crate::server::reset_connection(),
-        Some(Fault::Truncated) => Err(crate::server::truncated_json()),
-        Some(Fault::Expired) => Ok(-3600),
-        None => Ok(lifetime as i64),
-    }
+    apply_fault(fault, lifetime as i64, |status| google_error(status, "the fake was told to fail")).await
 }
 
 fn issue(state: &Shared, prefix: &str) -> String {

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{FakeServer, Fault, fake_jwt, lock, nonce, unix_now};
+use crate::server::{FakeServer, Fault, apply_fault, fake_jwt, lock, nonce, unix_now};
 
 /// The trusted profile linked to the fake VPC instance by default.
 pub const LINKED_PROFILE: &str = "Profile-00000000-1111-4222-8333-444444444444";
@@ -139,21 +139,7 @@ async fn count(state: &Shared, what: &str) -> Result<i64, Response> {
         *state.calls.entry(what.to_string()).or_default() += 1;
         (state.fault.clone(), state.token_lifetime)
     };
-    match fault {
-        Some(Fault::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Err(iam_error(status, "BXNIM0503E", "the fake was told to fail"))
-        }
-        Some(Fault::Slow(delay)) => {
-            tokio::time::sleep(delay).await;
-            Ok(lifetime)
-        }
-        Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
-        Some(Fault::Reset) => crate::server::reset_connection(),
-        Some(Fault::Truncated) => Err(crate::server::truncated_json()),
-        Some(Fault::Expired) => Ok(-3600),
-        None => Ok(lifetime),
-    }
+    apply_fault(fault, lifetime, |status| iam_error(status, "BXNIM0503E", "the fake was told to fail")).await
 }
 
 fn issue(state: &Shared, grant: &str, profile: &str, lifetime: i64) -> (String, i64) {

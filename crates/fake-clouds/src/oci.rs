@@ -24,7 +24,7 @@ use base64::Engine as _;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 
-use crate::server::{FakeServer, Fault, fake_jwt, lock, nonce, unix_now};
+use crate::server::{FakeServer, Fault, apply_fault, fake_jwt, lock, nonce, unix_now};
 
 /// The tenancy in the fake instance certificate.
 pub const TENANCY: &str = "ocid1.tenancy.oc1..faketenancy";
@@ -269,17 +269,13 @@ async fn federation(state: &Shared, method: &Method, uri: &Uri, headers: &Header
         *state.calls.entry("auth:x509".into()).or_default() += 1;
         (state.fault.clone(), state.token_lifetime)
     };
-    match fault {
-        Some(Fault::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return oci_error(status, "InternalError", "the fake was told to fail");
-        }
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Garbage) => return (StatusCode::OK, "<html>surprise</html>").into_response(),
-        Some(Fault::Reset) => crate::server::reset_connection(),
-        Some(Fault::Truncated) => return crate::server::truncated_json(),
-        Some(Fault::Expired) | None => {}
-    }
+    let lifetime =
+        match apply_fault(fault, lifetime, |status| oci_error(status, "InternalError", "the fake was told to fail"))
+            .await
+        {
+            Ok(lifetime) => lifetime,
+            Err(response) => return response,
+        };
     match verify(state, method, uri, headers, body) {
         Ok(principal) if principal == "instance-certificate" => {}
         Ok(_) => {
@@ -304,7 +300,6 @@ async fn federation(state: &Shared, method: &Method, uri: &Uri, headers: &Header
     else {
         return oci_error(StatusCode::BAD_REQUEST, "InvalidParameter", "publicKey must be base64 DER");
     };
-    let lifetime = if fault == Some(Fault::Expired) { -3600 } else { lifetime };
     let token = fake_jwt(
         &serde_json::json!({ "sub": "ocid1.instance.oc1.iad.fakeinstance", "tenant": TENANCY, "exp": unix_now() as i64 + lifetime, "jti": nonce() }),
     );

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
-use crate::server::{FakeServer, Fault, lock, nonce};
+use crate::server::{FakeServer, Fault, apply_fault, lock, nonce};
 
 type CredentialCheck = Box<dyn Fn(&str, &str) -> bool + Send>;
 
@@ -292,17 +292,11 @@ async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
         *state.calls.entry("exchange".into()).or_default() += 1;
         state.acr.as_ref().and_then(|acr| acr.fault.clone())
     };
-    match fault {
-        Some(Fault::Status(status)) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return problem(status, "UNAVAILABLE", "the fake was told to fail");
-        }
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Garbage) => return (StatusCode::OK, "<html>surprise</html>").into_response(),
-        Some(Fault::Reset) => crate::server::reset_connection(),
-        Some(Fault::Truncated) => return crate::server::truncated_json(),
-        Some(Fault::Expired) | None => {}
-    }
+    let expired =
+        match apply_fault(fault, 0, |status| problem(status, "UNAVAILABLE", "the fake was told to fail")).await {
+            Ok(lifetime) => lifetime < 0,
+            Err(response) => return response,
+        };
     let mut state = lock(state);
     let Some(acr) = state.acr.as_mut() else {
         return problem(StatusCode::NOT_FOUND, "NOT_FOUND", "not an ACR registry");
@@ -318,7 +312,7 @@ async fn acr_exchange(state: &Shared, body: &[u8]) -> Response {
         return problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "the access token is not valid for this registry");
     }
     acr.tenants.push(form.get("tenant").cloned());
-    let lifetime = if fault == Some(Fault::Expired) { -3600 } else { acr.refresh_lifetime as i64 };
+    let lifetime = if expired { -3600 } else { acr.refresh_lifetime as i64 };
     let token = crate::server::fake_jwt(&serde_json::json!({
         "jti": nonce(),
         "exp": crate::server::unix_now() as i64 + lifetime,

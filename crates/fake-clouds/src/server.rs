@@ -30,6 +30,38 @@ pub fn reset_connection() -> ! {
     std::panic::resume_unwind(Box::new("the fake resets the connection"))
 }
 
+/// What `fault` makes of a token call: `Err` is the answer to send instead;
+/// `Ok` is the lifetime to give the token, negative when it must be expired.
+/// `error` renders a status in the cloud's own error shape; a 429 carries
+/// `Retry-After: 1`.
+pub async fn apply_fault(
+    fault: Option<Fault>,
+    lifetime: i64,
+    error: impl FnOnce(axum::http::StatusCode) -> axum::response::Response,
+) -> Result<i64, axum::response::Response> {
+    use axum::http::{HeaderValue, StatusCode};
+    use axum::response::IntoResponse as _;
+    match fault {
+        Some(Fault::Status(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = error(status);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            }
+            Err(response)
+        }
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            Ok(lifetime)
+        }
+        Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
+        Some(Fault::Reset) => reset_connection(),
+        Some(Fault::Truncated) => Err(truncated_json()),
+        Some(Fault::Expired) => Ok(-3600),
+        None => Ok(lifetime),
+    }
+}
+
 /// A 200 whose JSON body stops halfway.
 pub fn truncated_json() -> axum::response::Response {
     use axum::response::IntoResponse as _;

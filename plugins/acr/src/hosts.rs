@@ -6,6 +6,8 @@
 //! `<name>.<region>.geo.azurecr.io`. The whole host must match: a lookalike
 //! such as `x.azurecr.io.evil.com` never receives a token.
 
+use credential_provider::image::is_dns_label;
+
 /// The login-server suffixes, one per cloud.
 pub const SUFFIXES: &[&str] = &["azurecr.io", "azurecr.us", "azurecr.cn", "azurecr.de"];
 
@@ -19,19 +21,10 @@ pub fn is_acr_host(host: &str) -> bool {
     };
     let labels: Vec<&str> = rest.split('.').collect();
     match labels.as_slice() {
-        [name] => is_label(name),
-        [name, region, "geo"] => is_label(name) && is_label(region),
+        [name] => is_dns_label(name),
+        [name, region, "geo"] => is_dns_label(name) && is_dns_label(region),
         _ => false,
     }
-}
-
-/// One DNS label: letters, digits and inner hyphens.
-fn is_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
 }
 
 #[cfg(test)]

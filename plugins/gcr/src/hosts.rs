@@ -6,6 +6,8 @@
 //! `docker.<location>.rep.pkg.dev`. And `container.cloud.google.com`. The whole
 //! host must match, so that a Google token is never sent to a lookalike.
 
+use credential_provider::image::is_dns_label;
+
 /// What the plugin says when a host is not a Google registry.
 pub const EXPECTED: &str = "expected gcr.io, <region>.gcr.io, <location>-docker.pkg.dev, docker.<location>.rep.pkg.dev or container.cloud.google.com";
 
@@ -15,26 +17,17 @@ pub fn is_google_registry(host: &str) -> bool {
         return true;
     }
     if let Some(region) = host.strip_suffix(".gcr.io") {
-        return is_label(region);
+        return is_dns_label(region);
     }
     if let Some(first) = host.strip_suffix(".pkg.dev") {
         if let Some(location) = first.strip_suffix("-docker") {
-            return is_label(first) && !location.is_empty();
+            return is_dns_label(first) && !location.is_empty();
         }
         if let Some(location) = first.strip_prefix("docker.").and_then(|rest| rest.strip_suffix(".rep")) {
-            return is_label(location);
+            return is_dns_label(location);
         }
     }
     false
-}
-
-/// One DNS label: letters, digits and inner hyphens.
-fn is_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
 }
 
 #[cfg(test)]

@@ -308,25 +308,6 @@ fn the_upstream_command_line_and_cache_variables_work() {
 }
 
 #[test]
-fn lookalike_and_foreign_hosts_are_refused_without_a_call() {
-    let google = FakeGoogle::start();
-    let plugin = plugin(&google);
-    for image in [
-        "gcr.io.evil.io/x/y",
-        "evil.io/gcr.io/x",
-        "us-docker.pkg.dev.evil.io/p/r/i",
-        "gcr.io:443/p/i",
-        "a.b.gcr.io/p/i",
-        "docker.io/library/nginx",
-    ] {
-        let exec = plugin.request(&request(image));
-        expect_rejected(&exec, &google.secrets());
-        assert_eq!(exec.code, Some(1), "{image}: {}", exec.stderr);
-    }
-    assert_eq!(google.token_calls(), 0);
-}
-
-#[test]
 fn a_metadata_host_that_is_not_link_local_is_refused() {
     let google = FakeGoogle::start();
     let mut plugin = plugin(&google);
