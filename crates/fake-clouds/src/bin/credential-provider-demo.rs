@@ -12,28 +12,23 @@ use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
 use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeOci, FakeRegistry, Fault};
 
+/// Each plugin's part of the demo; a new plugin joins with one line.
+const PLUGINS: &[(&str, fn(&Path))] = &[
+    ("ecr-credential-provider", ecr),
+    ("gcr-credential-provider", gcr),
+    ("acr-credential-provider", acr),
+    ("icr-credential-provider", icr),
+    ("ocir-credential-provider", ocir),
+];
+
 fn main() {
     let dir = sibling_binaries("target/debug");
     let mut ran = 0;
-    if let Some(binary) = find(&dir, "ecr-credential-provider") {
-        ecr(&binary);
-        ran += 1;
-    }
-    if let Some(binary) = find(&dir, "gcr-credential-provider") {
-        gcr(&binary);
-        ran += 1;
-    }
-    if let Some(binary) = find(&dir, "acr-credential-provider") {
-        acr(&binary);
-        ran += 1;
-    }
-    if let Some(binary) = find(&dir, "icr-credential-provider") {
-        icr(&binary);
-        ran += 1;
-    }
-    if let Some(binary) = find(&dir, "ocir-credential-provider") {
-        ocir(&binary);
-        ran += 1;
+    for (name, demo) in PLUGINS {
+        if let Some(binary) = find(&dir, name) {
+            demo(&binary);
+            ran += 1;
+        }
     }
     if let Some(binary) = find(&dir, "kubelet-simulator") {
         simulator(&binary, &dir);
