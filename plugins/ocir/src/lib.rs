@@ -127,7 +127,19 @@ impl Provider for Ocir {
 
     async fn fetch(&self, plan: &Plan<OcirTarget>, sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let signer = self.signer(&plan.target.principal, sessions).await?;
-        let (token, expires_at) = self.docker_token(&plan.registry, &signer).await?;
+        let (token, expires_at) = match self.docker_token(&plan.registry, &signer).await {
+            Ok(answer) => answer,
+            Err(refused @ Error::Denied { .. }) => {
+                // A security token federated before a policy or dynamic group
+                // changed must not be reused for its whole life (upstream's
+                // issue #5): the next exec federates afresh.
+                if plan.target.principal == Principal::Instance {
+                    sessions.invalidate(FEDERATION_SESSION, &self.federation_parts());
+                }
+                return Err(refused);
+            }
+            Err(other) => return Err(other),
+        };
         Ok(Credential { username: self.settings.username.clone(), password: token, expires_at })
     }
 

@@ -213,6 +213,10 @@ fn a_token_refused_before_a_policy_is_not_stuck_after_check() {
     let exec = plugin.request(&request(IMAGE));
     expect_rejected(&exec, &clouds.secrets());
     assert!(exec.stderr.contains("policy"), "{}", exec.stderr);
+    // The refusal also forgot the federation: the next exec federates afresh.
+    let exec = plugin.request(&request(IMAGE));
+    expect_rejected(&exec, &clouds.secrets());
+    assert_eq!(clouds.oci.calls("auth:x509"), 2, "a refused token's federation is not reused");
 
     // The policy is granted; check shows it, and forgets what was cached.
     clouds.registry.allow_principal("instance");
@@ -231,7 +235,7 @@ fn a_token_refused_before_a_policy_is_not_stuck_after_check() {
             "registry:pull tenancy-namespace/team/app"
         ]
     );
-    assert_eq!(clouds.oci.calls("auth:x509"), 2, "check federates afresh");
+    assert_eq!(clouds.oci.calls("auth:x509"), 3, "check federates afresh");
     expect_no_secrets(&exec.stdout, &clouds.secrets());
     let tokens = clouds.registry.calls("ocir-token");
     expect_accepted(&plugin.request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
