@@ -12,8 +12,11 @@ use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{Exec, PluginUnderTest, TestServiceAccount, request_json, sibling_binaries};
 use fake_clouds::{FakeAws, FakeAzure, FakeGoogle, FakeIbm, FakeOci, FakeRegistry, Fault};
 
+/// One plugin's part of the demo, given its binary.
+type Demo = fn(&Path);
+
 /// Each plugin's part of the demo; a new plugin joins with one line.
-const PLUGINS: &[(&str, fn(&Path))] = &[
+const PLUGINS: &[(&str, Demo)] = &[
     ("ecr-credential-provider", ecr),
     ("gcr-credential-provider", gcr),
     ("acr-credential-provider", acr),
