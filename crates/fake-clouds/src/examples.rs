@@ -31,11 +31,13 @@ pub fn match_images(relative: &str) -> Vec<String> {
 /// Runs the example kubelet config `relative` through the kubelet simulator
 /// for `image`, with the plugin at `binary` in a bin dir of its own and `env`
 /// added to every provider's `env` (as an operator would point a node at an
-/// emulator). The kubelet's view of the result.
+/// emulator). `args`, when given, replaces the providers' `args` (a path the
+/// example names that exists on a node only). The kubelet's view of the result.
 pub fn simulate_example(
     relative: &str,
     binary: &Path,
     env: &[(String, String)],
+    args: Option<&[&str]>,
     image: &str,
 ) -> kubelet_simulator::simulate::Simulation {
     use kubelet_simulator::config::{self, EnvVar};
@@ -47,6 +49,9 @@ pub fn simulate_example(
     for provider in &mut providers {
         std::os::unix::fs::symlink(binary, bin.path().join(&provider.spec.name)).expect("link the plugin");
         provider.spec.env.extend(env.iter().map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() }));
+        if let Some(args) = args {
+            provider.spec.args = args.iter().map(|a| a.to_string()).collect();
+        }
     }
     simulate(&providers, bin.path(), image, &ServiceAccountInput::default(), EXEC_TIMEOUT, false)
 }

@@ -56,7 +56,7 @@ fn the_example_config_works_through_the_kubelet_simulator() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ecr-credential-provider"));
     let image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app";
     let simulation =
-        fake_clouds::examples::simulate_example("ecr/credential-provider-config.yaml", binary, &env, image);
+        fake_clouds::examples::simulate_example("ecr/credential-provider-config.yaml", binary, &env, None, image);
     assert!(simulation.succeeded(), "{simulation:?}");
     assert_eq!(simulation.credentials.len(), 1);
     assert_eq!(simulation.credentials[0].auth_key, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");

@@ -48,7 +48,7 @@ fn the_example_config_works_through_the_kubelet_simulator() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gcr-credential-provider"));
     for image in ["europe-west4-docker.pkg.dev/p/r/app", "docker.us-central1.rep.pkg.dev/p/r/app", "gcr.io/p/app"] {
         let simulation =
-            fake_clouds::examples::simulate_example("gcr/credential-provider-config.yaml", binary, &env, image);
+            fake_clouds::examples::simulate_example("gcr/credential-provider-config.yaml", binary, &env, None, image);
         assert!(simulation.succeeded(), "{image}: {simulation:?}");
         assert_eq!(simulation.credentials[0].username, "oauth2accesstoken");
     }

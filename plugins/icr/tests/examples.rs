@@ -48,6 +48,7 @@ fn the_example_config_works_through_the_kubelet_simulator() {
         "icr/credential-provider-config.yaml",
         binary,
         &env,
+        None,
         "de.icr.io/ns/app",
     );
     assert!(simulation.succeeded(), "{simulation:?}");
@@ -57,6 +58,7 @@ fn the_example_config_works_through_the_kubelet_simulator() {
         "icr/credential-provider-config.yaml",
         binary,
         &env,
+        None,
         "cp.icr.io/cp/app",
     );
     assert!(simulation.credentials.is_empty());

@@ -31,6 +31,7 @@ fn the_example_config_works_through_the_kubelet_simulator() {
         "ocir/credential-provider-config.yaml",
         binary,
         &env,
+        None,
         "fra.ocir.io/ns/app",
     );
     assert!(simulation.succeeded(), "{simulation:?}");
