@@ -61,6 +61,23 @@ impl Error {
         Error::Denied { service: service.into(), message: message.into() }
     }
 
+    /// Adds what to check next to a refusal; any other error passes unchanged.
+    pub fn with_denial_hint(self, hint: &str) -> Error {
+        match self {
+            Error::Denied { service, message } => Error::Denied { service, message: format!("{message} ({hint})") },
+            other => other,
+        }
+    }
+
+    /// OAuth token endpoints answer 400 (`invalid_grant`, `invalid_client`)
+    /// to credentials they refuse: for them such an answer is a refusal too.
+    pub fn bad_request_as_denial(self) -> Error {
+        match self {
+            Error::Cloud { service, message } if message.starts_with("HTTP 400") => Error::Denied { service, message },
+            other => other,
+        }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {

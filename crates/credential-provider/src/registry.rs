@@ -18,6 +18,7 @@ use crate::check::{CheckStep, Outcome};
 use crate::endpoints::{self, Endpoints};
 use crate::error::Error;
 use crate::http::{Http, Reply};
+use crate::image::ImageRef;
 use crate::secret::Secret;
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -250,6 +251,18 @@ impl<'a> Registry<'a> {
         };
         steps.push(step);
         steps
+    }
+}
+
+/// The whole handshake for `image`'s repository, on a client of its own:
+/// the last steps of every plugin's `check`.
+pub async fn prove_pull(endpoints: &Endpoints, image: &ImageRef, username: &str, password: &Secret) -> Vec<CheckStep> {
+    match Http::new() {
+        Ok(http) => {
+            let host = image.registry();
+            Registry::new(&http, endpoints, &host).check_pull(&image.path, username, password).await
+        }
+        Err(e) => vec![CheckStep::new("registry", Outcome::Unknown, e.to_string())],
     }
 }
 

@@ -61,12 +61,9 @@ pub async fn exchange(
     struct Answer {
         refresh_token: Secret,
     }
-    let answer: Answer = reply.success_json(&service_name).map_err(|e| match e {
-        Error::Denied { service, message } => {
-            Error::Denied { service, message: format!("{message} (does the identity hold AcrPull on {login_server}?)") }
-        }
-        other => other,
-    })?;
+    let answer: Answer = reply
+        .success_json(&service_name)
+        .map_err(|e| e.with_denial_hint(&format!("does the identity hold AcrPull on {login_server}?")))?;
     let expires_at = jwt::expiry(answer.refresh_token.expose()).ok_or_else(|| {
         Error::cloud(&service_name, "the refresh token carries no expiry (exp); it cannot be cached safely")
     })?;

@@ -3,9 +3,8 @@
 //! on the repository (the core's registry handshake).
 
 use credential_provider::cache::unix_now;
-use credential_provider::http::Http;
-use credential_provider::registry::Registry;
-use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Secret};
+use credential_provider::registry::prove_pull;
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
 
 use crate::credentials_file::CredentialsFile;
 use crate::{Gcr, Identity, USERNAME};
@@ -57,17 +56,8 @@ pub async fn run(gcr: &Gcr, image: &ImageRef, identity: &Identity) -> CheckRepor
         }),
     };
     match login {
-        Ok((username, password)) => steps.extend(registry_steps(gcr, image, &username, &password).await),
+        Ok((username, password)) => steps.extend(prove_pull(&gcr.endpoints, image, &username, &password).await),
         Err(e) => steps.push(CheckStep::new("token", Outcome::of_error(&e), e.to_string())),
     }
     CheckReport { image: image.to_string(), identity: who, steps }
-}
-
-async fn registry_steps(gcr: &Gcr, image: &ImageRef, username: &str, password: &Secret) -> Vec<CheckStep> {
-    let http = match Http::new() {
-        Ok(http) => http,
-        Err(e) => return vec![CheckStep::new("registry", Outcome::Unknown, e.to_string())],
-    };
-    let host = image.registry();
-    Registry::new(&http, &gcr.endpoints, &host).check_pull(&image.path, username, password).await
 }

@@ -65,11 +65,8 @@ pub async fn exchange(
     ];
     let reply = http.send(SERVICE, http.post(url).form(&form)).await?;
     if !reply.is_success() {
-        let error = reply.error(SERVICE);
-        return Err(with_hint(
-            error,
-            &format!("does the workload identity provider of audience {audience} trust this token's issuer?"),
-        ));
+        let hint = format!("does the workload identity provider of audience {audience} trust this token's issuer?");
+        return Err(reply.error(SERVICE).bad_request_as_denial().with_denial_hint(&hint));
     }
     reply.json::<OAuthAnswer>(SERVICE)?.into_token(SERVICE)
 }
@@ -94,8 +91,8 @@ pub async fn impersonate(http: &Http, url: &str, email: &str, federated: &Access
     let request = http.post(url).bearer_auth(federated.token.expose()).json(&body);
     let reply = http.send(SERVICE, request).await?;
     if !reply.is_success() {
-        let error = reply.error(SERVICE);
-        return Err(with_hint(error, &format!("does the identity hold roles/iam.workloadIdentityUser on {email}?")));
+        let hint = format!("does the identity hold roles/iam.workloadIdentityUser on {email}?");
+        return Err(reply.error(SERVICE).bad_request_as_denial().with_denial_hint(&hint));
     }
     let answer: Answer = reply.json(SERVICE)?;
     let expires = humantime::parse_rfc3339_weak(&answer.expire_time)
@@ -123,15 +120,4 @@ pub async fn refresh(
     let reply = http.send(SERVICE, http.post(url).form(&form)).await?;
     let answer: OAuthAnswer = reply.success_json(SERVICE)?;
     answer.into_token(SERVICE)
-}
-
-/// Adds what to check next to a refusal.
-fn with_hint(error: Error, hint: &str) -> Error {
-    match error {
-        Error::Denied { service, message } => Error::Denied { service, message: format!("{message} ({hint})") },
-        Error::Cloud { service, message } if message.starts_with("HTTP 400") => {
-            Error::Denied { service, message: format!("{message} ({hint})") }
-        }
-        other => other,
-    }
 }

@@ -2,8 +2,7 @@
 //! the repository through the core's registry handshake.
 
 use credential_provider::cache::unix_now;
-use credential_provider::http::Http;
-use credential_provider::registry::Registry;
+use credential_provider::registry::prove_pull;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
 
 use crate::{IbmIdentity, Icr, IcrTarget, USERNAME};
@@ -22,14 +21,7 @@ pub async fn run(icr: &Icr, image: &ImageRef, target: &IcrTarget) -> CheckReport
                 Outcome::Allowed,
                 format!("{issuer}: an access token valid for {left}s more"),
             ));
-            match Http::new() {
-                Ok(http) => {
-                    let host = image.registry();
-                    let registry = Registry::new(&http, &icr.endpoints, &host);
-                    steps.extend(registry.check_pull(&image.path, USERNAME, &token.token).await);
-                }
-                Err(e) => steps.push(CheckStep::new("registry", Outcome::Unknown, e.to_string())),
-            }
+            steps.extend(prove_pull(&icr.endpoints, image, USERNAME, &token.token).await);
         }
         Err(e) => steps.push(CheckStep::new("iam:token", Outcome::of_error(&e), e.to_string())),
     }

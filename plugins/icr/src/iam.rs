@@ -76,7 +76,8 @@ pub async fn token(http: &Http, iam: &str, grant: &Grant<'_>) -> Result<IamToken
         expiration: Option<i64>,
         expires_in: Option<i64>,
     }
-    let answer: Answer = reply.success_json(SERVICE).map_err(|e| with_hint(e, grant))?;
+    let answer: Answer =
+        reply.success_json(SERVICE).map_err(|e| e.bad_request_as_denial().with_denial_hint(&refusal_hint(grant)))?;
     let expires_at = answer
         .expiration
         .map(|at| u64::try_from(at).unwrap_or(0))
@@ -85,19 +86,13 @@ pub async fn token(http: &Http, iam: &str, grant: &Grant<'_>) -> Result<IamToken
     Ok(IamToken { token: answer.access_token, expires_at })
 }
 
-fn with_hint(error: Error, grant: &Grant<'_>) -> Error {
-    let hint = match grant {
+/// What to check when IAM refuses `grant`.
+fn refusal_hint(grant: &Grant<'_>) -> String {
+    match grant {
         Grant::ApiKey(_) => "is the API key valid and not expired?".to_string(),
         Grant::ComputeResource { profile, .. } => {
             format!("does {} trust this cluster's service account (a compute resource rule)?", profile.describe())
         }
-    };
-    match error {
-        Error::Denied { service, message } => Error::Denied { service, message: format!("{message} ({hint})") },
-        Error::Cloud { service, message } if message.starts_with("HTTP 400") => {
-            Error::Denied { service, message: format!("{message} ({hint})") }
-        }
-        other => other,
     }
 }
 
@@ -148,12 +143,9 @@ pub async fn vpc_token(http: &Http, metadata: &str, profile: Option<&Profile>) -
     let url = format!("{metadata}/instance_identity/v1/iam_token?version={VPC_VERSION}");
     let request = http.post(&url).bearer_auth(identity.access_token.expose()).json(&body);
     let reply = http.send(SERVICE, request).await?;
-    let answer: Answer = reply.success_json(SERVICE).map_err(|e| match e {
-        Error::Denied { service, message } => {
-            Error::Denied { service, message: format!("{message} (is the trusted profile linked to this instance?)") }
-        }
-        other => other,
-    })?;
+    let answer: Answer = reply
+        .success_json(SERVICE)
+        .map_err(|e| e.with_denial_hint("is the trusted profile linked to this instance?"))?;
     let expires_at = expiry(&answer)?;
     Ok(IamToken { token: answer.access_token, expires_at })
 }

@@ -2,8 +2,7 @@
 //! the repository through the core's registry handshake.
 
 use credential_provider::cache::unix_now;
-use credential_provider::http::Http;
-use credential_provider::registry::Registry;
+use credential_provider::registry::prove_pull;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Sessions};
 
 use crate::{Ocir, OcirTarget};
@@ -33,12 +32,6 @@ pub async fn run(ocir: &Ocir, image: &ImageRef, target: &OcirTarget, sessions: &
             return report(steps);
         }
     };
-    match Http::new() {
-        Ok(http) => {
-            let registry = Registry::new(&http, &ocir.endpoints, &host);
-            steps.extend(registry.check_pull(&image.path, &ocir.settings.username, &token).await);
-        }
-        Err(e) => steps.push(CheckStep::new("registry", Outcome::Unknown, e.to_string())),
-    }
+    steps.extend(prove_pull(&ocir.endpoints, image, &ocir.settings.username, &token).await);
     report(steps)
 }

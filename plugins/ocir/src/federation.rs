@@ -149,13 +149,9 @@ pub async fn federate(direct: &Http, http: &Http, imds: &str, auth: Option<&str>
     struct Answer {
         token: Secret,
     }
-    let answer: Answer = reply.success_json(AUTH).map_err(|e| match e {
-        Error::Denied { service, message } => Error::Denied {
-            service,
-            message: format!("{message} (is the instance in a dynamic group, and is its clock right?)"),
-        },
-        other => other,
-    })?;
+    let answer: Answer = reply
+        .success_json(AUTH)
+        .map_err(|e| e.with_denial_hint("is the instance in a dynamic group, and is its clock right?"))?;
     let expires_at = jwt::expiry(answer.token.expose())
         .ok_or_else(|| Error::cloud(AUTH, "the security token carries no expiry (exp)"))?;
     Ok((Federated { token: answer.token, key: session_key, tenancy }, expires_at))

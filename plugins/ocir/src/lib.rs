@@ -264,13 +264,9 @@ impl Ocir {
             access_token: Option<Secret>,
             expires_in: Option<i64>,
         }
-        let answer: Answer = reply.success_json(&service).map_err(|e| match e {
-            Error::Denied { service, message } => Error::Denied {
-                service,
-                message: format!("{message} (does a policy allow this principal to read repos in the compartment?)"),
-            },
-            other => other,
-        })?;
+        let answer: Answer = reply
+            .success_json(&service)
+            .map_err(|e| e.with_denial_hint("does a policy allow this principal to read repos in the compartment?"))?;
         let token =
             answer.token.or(answer.access_token).ok_or_else(|| Error::cloud(&service, "the answer holds no token"))?;
         let expires_in = answer.expires_in.ok_or_else(|| Error::cloud(&service, "the answer gives no expires_in"))?;
