@@ -25,6 +25,7 @@ pub mod http;
 pub mod image;
 pub mod jwt;
 pub mod matching;
+mod memo;
 pub mod protocol;
 pub mod provider;
 pub mod refresh;

@@ -1,6 +1,7 @@
 //! What a plugin implements: the part that is specific to one cloud.
 
 use std::fmt::Debug;
+use std::path::PathBuf;
 
 use crate::check::CheckReport;
 use crate::endpoints::Endpoints;
@@ -117,5 +118,14 @@ pub trait Provider: Sized + Sync {
     /// What every response must say regardless of the credential.
     fn response_overrides(&self) -> ResponseOverrides {
         ResponseOverrides::default()
+    }
+
+    /// Every file `new` or `plan` read, or looked for, to decide its plans
+    /// (a config file, a key file, a well-known file that may appear). The
+    /// runner's fast path answers a repeated request only while each of them
+    /// is unchanged, present or absent as it was; files read only by `fetch`
+    /// do not belong here (a renewal reads them again).
+    fn config_files(&self) -> Vec<PathBuf> {
+        Vec::new()
     }
 }

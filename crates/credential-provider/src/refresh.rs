@@ -29,6 +29,7 @@ const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
 const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
 
 /// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
+#[inline(never)]
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -66,6 +67,7 @@ pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) ->
 /// One pass; returns how many entries failed to renew.
 fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
+    crate::memo::prune(cache, P::NAME);
     let now = cache::unix_now();
     let mut due = Vec::new();
     for (path, entry) in cache.entries(P::NAME) {

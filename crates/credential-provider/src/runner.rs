@@ -5,7 +5,9 @@
 //! reaches stdout; logs and errors go to stderr, scrubbed of secrets.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,11 +20,12 @@ use crate::check::OutputFormat;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::image::ImageRef;
+use crate::memo::{self, Invocation};
 use crate::protocol::{
     ApiVersion, AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, RequestError,
     ServiceAccount,
 };
-use crate::provider::{Credential, Plan, Provider};
+use crate::provider::{Credential, Plan, Provider, ResponseOverrides};
 use crate::secret::{self, ScrubbingStderr, Secret};
 use crate::session::Sessions;
 
@@ -36,6 +39,8 @@ pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
 /// How long the kubelet may keep a stale credential served because the cloud
 /// failed: short, so that the next pull tries the cloud again soon.
 pub const STALE_CACHE_DURATION: Duration = Duration::from_secs(30);
+/// The variable `--cache-dir` defaults to.
+pub const CACHE_DIR_VARIABLE: &str = "CREDENTIAL_PROVIDER_CACHE_DIR";
 
 #[derive(Debug, Parser)]
 struct Cli<A: clap::Args> {
@@ -55,7 +60,7 @@ struct Cli<A: clap::Args> {
     service_account_annotations: Vec<String>,
 
     /// The cache directory [default: /var/cache/kubelet-credential-providers for root, else $XDG_CACHE_HOME/kubelet-credential-providers].
-    #[arg(long, global = true, value_name = "DIR", env = "CREDENTIAL_PROVIDER_CACHE_DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = CACHE_DIR_VARIABLE)]
     cache_dir: Option<PathBuf>,
 
     /// Never read or write the cache: every exec asks the cloud.
@@ -97,7 +102,12 @@ pub fn run<P: Provider>() -> ! {
         let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         eprintln!("{binary}: internal error{place}; please report it");
     }));
-    let code = match run_with_args::<P>(std::env::args_os().collect()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let outcome = fast_path::<P>(&args).and_then(|fast| match fast {
+        FastPath::Answered => Ok(()),
+        FastPath::Declined { stdin, invocation } => run_with_args::<P>(args, stdin, invocation),
+    });
+    let code = match outcome {
         Ok(()) => 0,
         Err(error) => {
             let message = secret::scrub(&error.to_string());
@@ -108,7 +118,72 @@ pub fn run<P: Provider>() -> ! {
     std::process::exit(code)
 }
 
-fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), Error> {
+/// What the fast path did.
+enum FastPath {
+    /// It answered on stdout.
+    Answered,
+    /// It did not: the full path runs, with the request if the fast path read
+    /// it, and the invocation if it worked it out.
+    Declined { stdin: Option<Vec<u8>>, invocation: Option<Invocation> },
+}
+
+/// Answers a request that this same invocation answered before, from the
+/// entry that answered it then, when the memos say nothing has changed since
+/// (see [`memo`]): no flag parsing, no plugin, no logger. Reads stdin only
+/// for a command line that the full path has seen carry a request.
+fn fast_path<P: Provider>(args: &[OsString]) -> Result<FastPath, Error> {
+    let declined = |stdin, invocation| Ok(FastPath::Declined { stdin, invocation });
+    let Some(cache) = cache_dir_of(args).and_then(|dir| Cache::open(&dir).ok()) else {
+        return declined(None, None);
+    };
+    let Some(invocation) = Invocation::current(P::NAME, args) else {
+        return declined(None, None);
+    };
+    let Some(overrides) = memo::recall_invocation(&cache, &invocation) else {
+        return declined(None, Some(invocation));
+    };
+    let stdin = read_stdin()?;
+    let request = (stdin.len() <= MAX_REQUEST_BYTES).then(|| CredentialProviderRequest::decode(&stdin).ok()).flatten();
+    let entry = memo::recall_request(&cache, &invocation, &stdin)
+        .filter(|entry| entry.freshness(cache::unix_now()) == Freshness::Fresh);
+    let (Some(request), Some(entry)) = (request, entry) else {
+        return declined(Some(stdin), Some(invocation));
+    };
+    let (credential, cache_duration) = served(&entry);
+    write_stdout(&respond(request.api_version, entry.registry, credential, cache_duration, overrides).encode())?;
+    Ok(FastPath::Answered)
+}
+
+/// The cache directory, read from the raw command line as clap would read it.
+/// A wrong guess only costs time: memos are found only where the full path
+/// wrote them, for the same command line.
+fn cache_dir_of(args: &[OsString]) -> Option<PathBuf> {
+    let mut dir = None;
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        if arg == "--no-cache" {
+            return None;
+        } else if arg == "--" {
+            break;
+        } else if arg == "--cache-dir" {
+            dir = Some(PathBuf::from(rest.next()?));
+        } else if let Some(value) = arg.as_bytes().strip_prefix(b"--cache-dir=") {
+            dir = Some(PathBuf::from(OsStr::from_bytes(value)));
+        }
+    }
+    dir.or_else(|| std::env::var_os(CACHE_DIR_VARIABLE).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(cache::default_dir()))
+}
+
+/// The full path: the command line parsed, the plugin built, the logger on.
+/// Out of line: its frame is large, and the fast path must not pay for it.
+#[inline(never)]
+fn run_with_args<P: Provider>(
+    mut args: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    invocation: Option<Invocation>,
+) -> Result<(), Error> {
+    let invocation = invocation.or_else(|| Invocation::current(P::NAME, &args));
     if args.get(1).is_some_and(|first| P::COMPAT_SUBCOMMANDS.iter().any(|name| first == name)) {
         args.remove(1);
     }
@@ -164,29 +239,7 @@ fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), E
         Some(Command::Check { image, output }) => {
             let cache = open_cache(cli.no_cache)?;
             let provider = P::new(cli.plugin, endpoints)?;
-            let image = ImageRef::parse(&image)?;
-            let sessions = Sessions::new(cache.as_ref(), P::NAME);
-            let report = block_on(provider.check(&image, &sessions))?;
-            // A credential cached before a permission was granted must not
-            // outlive the check that shows the change: the next exec fetches.
-            if let (Some(cache), Ok(plan)) = (&cache, provider.plan(&image, None)) {
-                cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
-            }
-            let text = match output {
-                OutputFormat::Table => report.to_table(),
-                OutputFormat::Json => report.to_json(),
-            };
-            write_stdout(&text)?;
-            if report.all_allowed() {
-                Ok(())
-            } else {
-                let failing = report.steps.iter().filter(|s| s.outcome != crate::check::Outcome::Allowed).count();
-                Err(Error::CheckFailed(format!(
-                    "{failing} of {} checks did not pass for {}",
-                    report.steps.len(),
-                    report.image
-                )))
-            }
+            check(&provider, cache.as_ref(), &image, output)
         }
         Some(Command::Refresh { every }) => {
             let Some(cache) = open_cache(cli.no_cache)? else {
@@ -196,56 +249,133 @@ fn run_with_args<P: Provider>(mut args: Vec<std::ffi::OsString>) -> Result<(), E
             crate::refresh::run(&provider, &cache, every)
         }
         None => {
-            let request = match &cli.image {
-                Some(image) => request_from_flags(
-                    image,
-                    cli.service_account_token_file.as_deref(),
-                    &cli.service_account_annotations,
-                )?,
-                None => read_request()?,
+            let (request, body) = match &cli.image {
+                Some(image) => {
+                    let request = request_from_flags(
+                        image,
+                        cli.service_account_token_file.as_deref(),
+                        &cli.service_account_annotations,
+                    )?;
+                    (request, None)
+                }
+                None => {
+                    let body = match stdin {
+                        Some(body) => body,
+                        None => read_stdin()?,
+                    };
+                    (decode_request(&body)?, Some(body))
+                }
             };
             let cache = open_cache(cli.no_cache)?;
             let provider = P::new(cli.plugin, endpoints)?;
-            let response = answer(&provider, cache.as_ref(), &request)?;
-            write_stdout(&response.encode())
+            let (response, entry) = answer(&provider, cache.as_ref(), &request)?;
+            write_stdout(&response.encode())?;
+            // The kubelet's path, as the fast path would answer it: remember it.
+            if let (Some(cache), Some(entry), Some(body), Some(invocation)) = (&cache, &entry, &body, &invocation)
+                && cli.verbose == 0
+                && !provider.verifies_credentials()
+            {
+                let files = provider.config_files();
+                memo::remember(cache, invocation, provider.response_overrides(), &files, body, entry);
+            }
+            Ok(())
         }
     }
 }
 
-/// Answers one request: plan, then the cache, then the cloud.
-pub fn answer<P: Provider>(
+/// `PLUGIN check --image IMAGE`: the report on stdout, and an error unless
+/// every step passed. Out of line, so that its futures stay off the stack of
+/// the kubelet's path.
+#[inline(never)]
+fn check<P: Provider>(provider: &P, cache: Option<&Cache>, image: &str, output: OutputFormat) -> Result<(), Error> {
+    let image = ImageRef::parse(image)?;
+    let sessions = Sessions::new(cache, P::NAME);
+    let report = block_on(provider.check(&image, &sessions))?;
+    // A credential cached before a permission was granted must not outlive
+    // the check that shows the change: the next exec fetches.
+    if let (Some(cache), Ok(plan)) = (cache, provider.plan(&image, None)) {
+        cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
+    }
+    let text = match output {
+        OutputFormat::Table => report.to_table(),
+        OutputFormat::Json => report.to_json(),
+    };
+    write_stdout(&text)?;
+    if report.all_allowed() {
+        Ok(())
+    } else {
+        let failing = report.steps.iter().filter(|s| s.outcome != crate::check::Outcome::Allowed).count();
+        Err(Error::CheckFailed(format!("{failing} of {} checks did not pass for {}", report.steps.len(), report.image)))
+    }
+}
+
+/// Answers one request: plan, then the cache, then the cloud. Also returns
+/// the cache entry the answer came from, when it came fresh from one.
+fn answer<P: Provider>(
     provider: &P,
     cache: Option<&Cache>,
     request: &CredentialProviderRequest,
-) -> Result<CredentialProviderResponse, Error> {
+) -> Result<(CredentialProviderResponse, Option<CachedCredential>), Error> {
     let image = ImageRef::parse(&request.image)?;
     let plan = provider.plan(&image, request.service_account.as_ref())?;
     tracing::debug!(registry = %plan.registry, target = ?plan.target, "planned");
-    let (mut credential, mut cache_duration) = obtain(provider, cache, &plan, &request.image)?;
+    let mut obtained = obtain(provider, cache, &plan, &request.image)?;
     if provider.verifies_credentials() {
-        let sessions = Sessions::new(cache, P::NAME);
-        if let Err(Error::Denied { service, message }) = block_on(provider.verify(&plan, &credential, &sessions)) {
-            tracing::info!("{service} refused the credential ({message}); fetching a new one");
-            if let Some(cache) = cache {
-                cache.remove_entry(P::NAME, &cache_key::<P>(&plan));
-            }
-            (credential, cache_duration) = obtain(provider, cache, &plan, &request.image)?;
-            block_on(provider.verify(&plan, &credential, &sessions))?;
-        }
+        obtained = verified(provider, cache, &plan, &request.image, obtained)?;
     }
-    let overrides = provider.response_overrides();
+    let Obtained { credential, cache_duration, entry } = obtained;
+    let response =
+        respond(request.api_version, plan.registry, credential, cache_duration, provider.response_overrides());
+    Ok((response, entry))
+}
+
+/// A response for one registry: the kubelet may keep it `cache_duration`,
+/// unless the plugin overrides that (never beyond the credential's expiry).
+fn respond(
+    api_version: ApiVersion,
+    registry: String,
+    credential: Credential,
+    cache_duration: Duration,
+    overrides: ResponseOverrides,
+) -> CredentialProviderResponse {
     let cache_duration = match overrides.cache_duration {
         Some(chosen) => chosen.min(Duration::from_secs(credential.expires_at.saturating_sub(cache::unix_now()))),
         None => cache_duration,
     };
     let mut auth = BTreeMap::new();
-    auth.insert(plan.registry.clone(), AuthConfig { username: credential.username, password: credential.password });
-    Ok(CredentialProviderResponse {
-        api_version: request.api_version,
+    auth.insert(registry, AuthConfig { username: credential.username, password: credential.password });
+    CredentialProviderResponse {
+        api_version,
         cache_key_type: overrides.cache_key_type.unwrap_or(CacheKeyType::Registry),
         cache_duration,
         auth,
-    })
+    }
+}
+
+/// `obtained`, proven by the plugin's `verify`; a refused credential is
+/// forgotten and replaced once. Out of line: its futures are large, and
+/// a cache hit of a plugin that does not verify must not pay for their stack.
+#[inline(never)]
+fn verified<P: Provider>(
+    provider: &P,
+    cache: Option<&Cache>,
+    plan: &Plan<P::Target>,
+    image: &str,
+    obtained: Obtained,
+) -> Result<Obtained, Error> {
+    let sessions = Sessions::new(cache, P::NAME);
+    match block_on(provider.verify(plan, &obtained.credential, &sessions)) {
+        Err(Error::Denied { service, message }) => {
+            tracing::info!("{service} refused the credential ({message}); fetching a new one");
+            if let Some(cache) = cache {
+                cache.remove_entry(P::NAME, &cache_key::<P>(plan));
+            }
+            let obtained = obtain(provider, cache, plan, image)?;
+            block_on(provider.verify(plan, &obtained.credential, &sessions))?;
+            Ok(obtained)
+        }
+        _ => Ok(obtained),
+    }
 }
 
 /// The cache key of a plan: the plugin's inputs, the registry, and the hash of
@@ -259,32 +389,50 @@ pub(crate) fn cache_key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
     CacheKey::derive(P::NAME, &parts)
 }
 
-/// A credential and how long the kubelet may keep it.
+/// A credential, how long the kubelet may keep it, and the fresh cache entry
+/// it came from, if it did.
+struct Obtained {
+    credential: Credential,
+    cache_duration: Duration,
+    entry: Option<CachedCredential>,
+}
+
+impl Obtained {
+    fn from_entry(entry: CachedCredential) -> Obtained {
+        let (credential, cache_duration) = served(&entry);
+        Obtained { credential, cache_duration, entry: Some(entry) }
+    }
+
+    fn uncached(credential: Credential, cache_duration: Duration) -> Obtained {
+        Obtained { credential, cache_duration, entry: None }
+    }
+}
+
 fn obtain<P: Provider>(
     provider: &P,
     cache: Option<&Cache>,
     plan: &Plan<P::Target>,
     image: &str,
-) -> Result<(Credential, Duration), Error> {
+) -> Result<Obtained, Error> {
     let Some(cache) = cache else {
         let credential = fetch(provider, None, plan)?;
         let now = cache::unix_now();
         let refresh_at = CachedCredential::refresh_point(now, credential.expires_at, P::REFRESH_FRACTION);
-        return Ok((credential, Duration::from_secs(refresh_at.saturating_sub(now))));
+        return Ok(Obtained::uncached(credential, Duration::from_secs(refresh_at.saturating_sub(now))));
     };
     let key = cache_key::<P>(plan);
     let cached = cache.read(P::NAME, &key);
     if let Some(entry) = cached.as_ref().filter(|e| e.freshness(cache::unix_now()) == Freshness::Fresh) {
         tracing::info!(registry = %plan.registry, "answered from the cache");
-        return Ok(served(entry));
+        return Ok(Obtained::from_entry(entry.clone()));
     }
     match renew(provider, cache, &key, plan, image, cached) {
         Ok(Renewal::ByAnother(entry)) => {
             tracing::info!(registry = %plan.registry, "renewed by another process; answered from the cache");
-            Ok(served(&entry))
+            Ok(Obtained::from_entry(entry))
         }
-        Ok(Renewal::Fetched(entry)) => Ok(served(&entry)),
-        Ok(Renewal::AlreadyExpired(credential)) => Ok((credential, Duration::ZERO)),
+        Ok(Renewal::Fetched(entry)) => Ok(Obtained::from_entry(entry)),
+        Ok(Renewal::AlreadyExpired(credential)) => Ok(Obtained::uncached(credential, Duration::ZERO)),
         Err(failure) => {
             let now = cache::unix_now();
             match failure.cached.filter(|e| e.freshness(now) == Freshness::Stale) {
@@ -296,7 +444,7 @@ fn obtain<P: Provider>(
                         entry.expires_at - now
                     );
                     let duration = STALE_CACHE_DURATION.min(Duration::from_secs(entry.expires_at - now));
-                    Ok((to_credential(&entry), duration))
+                    Ok(Obtained::uncached(to_credential(&entry), duration))
                 }
                 None => Err(failure.error),
             }
@@ -322,7 +470,10 @@ pub(crate) struct RenewalFailure {
 }
 
 /// Renews one entry under its lock, so that of all the processes that find it
-/// stale at once only one asks the cloud; the others find it renewed.
+/// stale at once only one asks the cloud; the others find it renewed. Out of
+/// line, like everything that may fetch: a cache hit must not pay the stack
+/// of the cloud's futures.
+#[inline(never)]
 pub(crate) fn renew<P: Provider>(
     provider: &P,
     cache: &Cache,
@@ -377,6 +528,8 @@ pub(crate) fn renew<P: Provider>(
     if let Err(e) = cache.write(&entry) {
         tracing::warn!("cannot write the cache ({e}); answering anyway");
     }
+    // A new generation: the memos of the old one are dead weight.
+    memo::prune(cache, P::NAME);
     tracing::info!(registry = %plan.registry, expires_at = entry.expires_at, "fetched a new credential");
     Ok(Renewal::Fetched(entry))
 }
@@ -391,6 +544,7 @@ fn to_credential(entry: &CachedCredential) -> Credential {
     Credential { username: entry.username.clone(), password: entry.password.clone(), expires_at: entry.expires_at }
 }
 
+#[inline(never)]
 fn fetch<P: Provider>(provider: &P, cache: Option<&Cache>, plan: &Plan<P::Target>) -> Result<Credential, Error> {
     let sessions = Sessions::new(cache, P::NAME);
     block_on(async {
@@ -420,8 +574,9 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Reads the kubelet's request from stdin, at most [`MAX_REQUEST_BYTES`].
-fn read_request() -> Result<CredentialProviderRequest, Error> {
+/// Reads stdin, where the kubelet writes its request: at most one byte more
+/// than [`MAX_REQUEST_BYTES`], so that a larger one is seen and refused.
+fn read_stdin() -> Result<Vec<u8>, Error> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
         return Err(Error::Config(
@@ -434,10 +589,15 @@ fn read_request() -> Result<CredentialProviderRequest, Error> {
         .take(MAX_REQUEST_BYTES as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
+    Ok(body)
+}
+
+/// The kubelet's request, from the bytes it wrote.
+fn decode_request(body: &[u8]) -> Result<CredentialProviderRequest, Error> {
     if body.len() > MAX_REQUEST_BYTES {
         return Err(RequestError::TooLarge { limit: MAX_REQUEST_BYTES }.into());
     }
-    Ok(CredentialProviderRequest::decode(&body)?)
+    Ok(CredentialProviderRequest::decode(body)?)
 }
 
 /// Builds the request the kubelet would send, from `--image` and friends.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use credential_provider::matching::RegistryPattern;
 use credential_provider::protocol::ApiVersion;
@@ -85,6 +85,11 @@ impl PluginUnderTest {
         other
     }
 
+    /// The plugin binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// Adds environment variables.
     pub fn with_env<K: Into<String>, V: Into<String>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
         self.env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
@@ -129,6 +134,14 @@ impl PluginUnderTest {
         let _ = pipe.write_all(stdin);
         drop(pipe);
         child
+    }
+
+    /// Starts the plugin and keeps its stdin open, as a caller that never
+    /// closes its end would (a CI job's inherited pipe).
+    pub fn spawn_holding_stdin(&self, args: &[&str]) -> (Child, ChildStdin) {
+        let mut child = self.command(args).spawn().expect("spawn plugin");
+        let stdin = child.stdin.take().expect("stdin");
+        (child, stdin)
     }
 
     /// Runs the plugin to completion.

@@ -56,7 +56,7 @@ pub struct KubeletResponse {
 }
 
 /// One auth entry as the kubelet's strict decoder reads it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubeletAuth {
     pub username: String,

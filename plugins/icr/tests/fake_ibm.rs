@@ -100,6 +100,27 @@ fn an_api_key_is_traded_for_a_short_lived_token_never_handed_over() {
 }
 
 #[test]
+fn a_rotated_api_key_file_is_noticed_by_the_very_next_exec() {
+    let ibm = FakeIbm::start();
+    let plugin = plugin(&ibm);
+    let file = plugin.home().join("apikey");
+    std::fs::write(&file, ibm.add_api_key()).expect("write key");
+    let args = ["--api-key-file", file.to_str().unwrap_or_default()];
+    let first = expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &ibm.secrets());
+    let repeat = expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &ibm.secrets());
+    assert_eq!(repeat.auth, first.auth);
+    assert_eq!(ibm.calls("iam:token"), 1, "the repeat is a cache hit");
+
+    // Rotated the way a mounted secret is: a new file renamed over the old.
+    let rotated = plugin.home().join("apikey.new");
+    std::fs::write(&rotated, ibm.add_api_key()).expect("write key");
+    std::fs::rename(&rotated, &file).expect("rotate");
+    let after = expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &ibm.secrets());
+    assert_eq!(ibm.calls("iam:token"), 2, "the new key's token, not the old one's from the memos");
+    assert_ne!(after.auth[host(IMAGE)].password, first.auth[host(IMAGE)].password);
+}
+
+#[test]
 fn a_wrong_api_key_is_a_denial_that_says_what_to_check() {
     let ibm = FakeIbm::start();
     let key = format!("not-a-known-key-{}", nonce());

@@ -104,6 +104,14 @@ impl Provider for Ocir {
         Ok(Ocir { args, settings, endpoints })
     }
 
+    fn config_files(&self) -> Vec<PathBuf> {
+        // The upstream YAML, and the OCI config file, whose presence picks
+        // the user principal over the instance principal.
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let oci_config = config::config_file(self.args.config_file.as_deref(), lookup);
+        self.args.upstream_config.iter().cloned().chain(oci_config).collect()
+    }
+
     fn plan(
         &self,
         image: &ImageRef,
