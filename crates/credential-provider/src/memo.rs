@@ -10,7 +10,7 @@
 //! runner keeps two kinds of memo in the cache directory:
 //!
 //! - an *invocation memo*, named by a digest of the command line, the whole
-//!   environment and the executable file: the plugin's response overrides and
+//!   environment (in its order) and the executable file: the plugin's response overrides and
 //!   the stamps (device, inode, size, times) of the files its plan reads;
 //! - a *request memo* per request, named by a digest of the invocation and of
 //!   the request's bytes: the cache entry that answered it, and when that
@@ -59,8 +59,6 @@ impl Invocation {
     /// stamped (then no memo is read or written).
     pub(crate) fn current(plugin: &'static str, args: &[OsString]) -> Option<Invocation> {
         let executable = stamp(&std::env::current_exe().ok()?)?;
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        env.sort();
         let mut digest = NameDigest::new();
         digest.part(plugin.as_bytes());
         digest.part(FORMAT_VERSION.to_string().as_bytes());
@@ -70,7 +68,9 @@ impl Invocation {
         for arg in args {
             digest.part(arg.as_bytes());
         }
-        for (name, value) in &env {
+        // In the order the kubelet passes them, which is the same for every
+        // exec of one kubelet (and a new order only costs one full path).
+        for (name, value) in std::env::vars_os() {
             digest.part(name.as_bytes());
             digest.part(value.as_bytes());
         }

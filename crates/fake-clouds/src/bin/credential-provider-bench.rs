@@ -9,8 +9,17 @@
 //! docker-credential-ecr-login answering from its own warm cache, when it is
 //! installed. Medians of several runs; the table is Markdown, for the README,
 //! followed by the targets and whether this run met them.
+//!
+//! Same conditions means: every binary is copied into one directory, as an
+//! installer would, then dropped from the page cache, so that each is read
+//! from disk by its first exec, as after a node's boot (a file just written
+//! sits in the page cache in larger pieces than one read from disk, which
+//! moves page faults and RSS by more than the differences measured); and warm
+//! execs are taken in rounds, one of each binary per round, so that the
+//! machine's drift over the run weighs on all of them alike.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -89,6 +98,12 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// A binary being measured: its row, and one warm exec of it.
+struct Measured<'a> {
+    row: Row,
+    warm_exec: Box<dyn Fn() + 'a>,
+}
+
 /// One row of the table.
 struct Row {
     name: String,
@@ -112,7 +127,15 @@ fn main() {
             }
         }
     }
-    let dir = sibling_binaries("target/release");
+    let built = sibling_binaries("target/release");
+    let installed = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("cannot make a directory to install the binaries in: {e}");
+            std::process::exit(1);
+        }
+    };
+    let dir = installed.path();
     let oci = FakeOci::start();
     let ocir = FakeRegistry::start_ocir(oci.signature_check());
     let azure = FakeAzure::start();
@@ -120,27 +143,27 @@ fn main() {
     let clouds =
         FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start(), oci, ocir };
 
-    let mut rows = Vec::new();
-    if let Some(row) = floor(&dir, runs) {
-        rows.push(row);
-    }
-    if let Some(row) = ecr_login(runs) {
-        rows.push(row);
-    }
-    let mut measured = 0;
+    let mut measured = Vec::new();
+    measured.extend(install(&built.join("credential-provider-floor"), dir).and_then(|binary| floor(&binary)));
+    measured.extend(which("docker-credential-ecr-login").and_then(|b| install(&b, dir)).and_then(|b| ecr_login(&b)));
+    let references = measured.len();
     for target in TARGETS {
-        let binary = dir.join(target.binary);
-        if !binary.is_file() {
-            eprintln!("skipping {}: not built in {}", target.binary, dir.display());
-            continue;
+        match install(&built.join(target.binary), dir) {
+            Some(binary) => measured.push(measure(&clouds, target, &binary, runs)),
+            None => eprintln!("skipping {}: not built in {}", target.binary, built.display()),
         }
-        rows.push(measure(&clouds, target, &binary, runs));
-        measured += 1;
     }
-    if measured == 0 {
-        eprintln!("no plugin binaries in {}; run scripts/bench", dir.display());
+    if measured.len() == references {
+        eprintln!("no plugin binaries in {}; run scripts/bench", built.display());
         std::process::exit(1);
     }
+    for _ in 0..runs {
+        for subject in &mut measured {
+            let took = timed(|| (subject.warm_exec)());
+            subject.row.warm.push(took);
+        }
+    }
+    let rows: Vec<Row> = measured.into_iter().map(|m| m.row).collect();
     print_table(&rows);
     println!("\n{} runs each; machine: {}", runs, machine());
     print_targets(&rows);
@@ -209,36 +232,54 @@ fn pass(ok: bool) -> &'static str {
 const FLOOR: &str = "floor (minimal Rust)";
 const ECR_LOGIN: &str = "docker-credential-ecr-login (warm)";
 
-/// The floor: stdin in, one small file read, one JSON line out.
-fn floor(dir: &Path, runs: usize) -> Option<Row> {
-    let binary = dir.join("credential-provider-floor");
+/// Copies `binary` into `dir`, as an installer would, and drops the copy from
+/// the page cache (see the module's comment). `None` when it is not there.
+fn install(binary: &Path, dir: &Path) -> Option<PathBuf> {
     if !binary.is_file() {
-        eprintln!("skipping the floor: not built in {}", dir.display());
         return None;
     }
-    let mut plugin = PluginUnderTest::new(&binary);
+    let installed = dir.join(binary.file_name()?);
+    let evicted = std::fs::copy(binary, &installed).and_then(|_| {
+        let file = File::open(&installed)?;
+        // Written back first: only clean pages leave the page cache.
+        file.sync_all()?;
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
+    });
+    match evicted {
+        Ok(()) => Some(installed),
+        Err(e) => {
+            eprintln!("skipping {}: cannot install it for measuring: {e}", binary.display());
+            None
+        }
+    }
+}
+
+/// The floor: stdin in, one small file read, one JSON line out.
+fn floor(binary: &Path) -> Option<Measured<'static>> {
+    let mut plugin = PluginUnderTest::new(binary);
     let answer = plugin.home().join("answer.json");
     std::fs::write(&answer, r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"6h0m0s","auth":{"r.example":{"username":"u","password":"p"}}}"#).ok()?;
     plugin.set_env("FLOOR_FILE", answer.to_str()?);
     let request = request_json(ApiVersion::V1, "r.example/app", None, false);
-    let warm = (0..runs).map(|_| timed(|| expect_success(&plugin, &[], &request))).collect();
-    Some(Row {
+    expect_success(&plugin, &[], &request);
+    let row = Row {
         name: FLOOR.into(),
-        size: std::fs::metadata(&binary).ok().map(|m| m.len()),
-        rss_warm_kib: peak_rss(&plugin, &binary, &[], &request),
-        warm,
+        size: std::fs::metadata(binary).ok().map(|m| m.len()),
+        rss_warm_kib: peak_rss(&plugin, binary, &[], &request),
+        warm: Vec::new(),
         cold: None,
         burst: None,
         rss_cold_kib: None,
-    })
+    };
+    Some(Measured { row, warm_exec: Box::new(move || expect_success(&plugin, &[], &request)) })
 }
 
 /// docker-credential-ecr-login answering from its own warm cache, which is
 /// written here the way it writes it (key: region, base64 of the access key
 /// id followed by MD5 of nothing, then the account).
-fn ecr_login(runs: usize) -> Option<Row> {
-    let binary = which("docker-credential-ecr-login")?;
-    let mut helper = PluginUnderTest::new(&binary);
+fn ecr_login(binary: &Path) -> Option<Measured<'static>> {
+    let mut helper = PluginUnderTest::new(binary);
     let access_key = "AKIAFAKESTATICKEY001";
     let md5_of_nothing =
         [0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e];
@@ -272,16 +313,16 @@ fn ecr_login(runs: usize) -> Option<Row> {
         eprintln!("skipping docker-credential-ecr-login: it did not answer from its cache ({})", probe.stderr.trim());
         return None;
     }
-    let warm = (0..runs).map(|_| timed(|| expect_success(&helper, &["get"], stdin))).collect();
-    Some(Row {
+    let row = Row {
         name: ECR_LOGIN.into(),
-        size: std::fs::metadata(&binary).ok().map(|m| m.len()),
-        rss_warm_kib: peak_rss(&helper, &binary, &["get"], stdin),
-        warm,
+        size: std::fs::metadata(binary).ok().map(|m| m.len()),
+        rss_warm_kib: peak_rss(&helper, binary, &["get"], stdin),
+        warm: Vec::new(),
         cold: None,
         burst: None,
         rss_cold_kib: None,
-    })
+    };
+    Some(Measured { row, warm_exec: Box::new(move || expect_success(&helper, &["get"], stdin)) })
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
@@ -300,13 +341,13 @@ fn peak_rss(plugin: &PluginUnderTest, binary: &Path, args: &[&str], stdin: &str)
     exec.stderr.lines().last()?.trim().parse().ok()
 }
 
-fn measure(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) -> Row {
+/// Everything but the warm execs, which the caller takes in rounds.
+fn measure<'a>(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) -> Measured<'a> {
     let request = request_json(ApiVersion::V1, target.image, None, false);
     let plugin = PluginUnderTest::new(binary).with_env((target.env)(clouds));
 
     // Warm: prime the cache once, then every exec is a hit.
     expect_success(&plugin, &[], &request);
-    let warm: Vec<Duration> = (0..runs).map(|_| timed(|| expect_success(&plugin, &[], &request))).collect();
     let rss_warm_kib = peak_rss(&plugin, binary, &[], &request);
 
     // Cold: each exec fetches (the cache is bypassed, the fetch is real).
@@ -325,15 +366,16 @@ fn measure(clouds: &FakeClouds, target: &Target, binary: &Path, runs: usize) -> 
     let calls = (target.token_calls)(clouds) - before;
     assert_eq!(failed, 0, "{failed} of 64 concurrent execs failed");
 
-    Row {
+    let row = Row {
         name: target.binary.to_string(),
         size: std::fs::metadata(binary).ok().map(|m| m.len()),
-        warm,
+        warm: Vec::new(),
         cold: Some(percentile(&cold, 50)),
         burst: Some((burst_wall, calls)),
         rss_warm_kib,
         rss_cold_kib,
-    }
+    };
+    Measured { row, warm_exec: Box::new(move || expect_success(&plugin, &[], &request)) }
 }
 
 fn expect_success(plugin: &PluginUnderTest, args: &[&str], request: &str) {
