@@ -208,6 +208,12 @@ impl Cache {
             .mode(0o700)
             .create(dir)
             .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
+        Cache::open_existing(dir)
+    }
+
+    /// Opens `dir` if it exists, with the same checks as [`Cache::open`]:
+    /// for readers that have nothing to find in a directory not yet made.
+    pub fn open_existing(dir: &Path) -> Result<Cache, CacheError> {
         let unsafe_dir = |reason: String| CacheError::UnsafeDirectory { path: dir.to_path_buf(), reason };
         let meta =
             fs::symlink_metadata(dir).map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;

@@ -58,7 +58,9 @@ impl Invocation {
     /// This process's invocation, or `None` when the executable cannot be
     /// stamped (then no memo is read or written).
     pub(crate) fn current(plugin: &'static str, args: &[OsString]) -> Option<Invocation> {
-        let executable = stamp(&std::env::current_exe().ok()?)?;
+        // The kernel's link to the running executable: one `statx`, and the
+        // file itself even if it was replaced since (an upgrade mid-run).
+        let executable = stamp(Path::new("/proc/self/exe"))?;
         let mut digest = NameDigest::new();
         digest.part(plugin.as_bytes());
         digest.part(FORMAT_VERSION.to_string().as_bytes());

@@ -133,7 +133,7 @@ enum FastPath {
 /// for a command line that the full path has seen carry a request.
 fn fast_path<P: Provider>(args: &[OsString]) -> Result<FastPath, Error> {
     let declined = |stdin, invocation| Ok(FastPath::Declined { stdin, invocation });
-    let Some(cache) = cache_dir_of(args).and_then(|dir| Cache::open(&dir).ok()) else {
+    let Some(cache) = cache_dir_of(args).and_then(|dir| Cache::open_existing(&dir).ok()) else {
         return declined(None, None);
     };
     let Some(invocation) = Invocation::current(P::NAME, args) else {

@@ -12,6 +12,7 @@ pub mod examples;
 pub mod google;
 pub mod hardening;
 pub mod ibm;
+pub mod link_order;
 pub mod moto;
 pub mod oci;
 pub mod registry;

@@ -118,13 +118,18 @@ struct Row {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut runs = 100;
+    let mut record: Option<(PathBuf, PathBuf)> = None;
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--runs", Some(n)) => runs = n,
-            _ => {
-                eprintln!("usage: credential-provider-bench [--runs N]");
-                std::process::exit(1);
-            }
+        match arg.as_str() {
+            "--runs" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => runs = n,
+                None => usage(),
+            },
+            "--record-link-order" => match (args.next(), args.next()) {
+                (Some(maps), Some(plugins)) => record = Some((maps.into(), plugins.into())),
+                _ => usage(),
+            },
+            _ => usage(),
         }
     }
     let built = sibling_binaries("target/release");
@@ -143,6 +148,15 @@ fn main() {
     let clouds =
         FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start(), oci, ocir };
 
+    if let Some((maps, plugins)) = record {
+        for target in TARGETS {
+            match install(&built.join(target.binary), dir) {
+                Some(binary) => record_link_order(&clouds, target, &binary, &maps, &plugins),
+                None => eprintln!("skipping {}: not built in {}", target.binary, built.display()),
+            }
+        }
+        return;
+    }
     let mut measured = Vec::new();
     measured.extend(install(&built.join("credential-provider-floor"), dir).and_then(|binary| floor(&binary)));
     measured.extend(which("docker-credential-ecr-login").and_then(|b| install(&b, dir)).and_then(|b| ecr_login(&b)));
@@ -167,6 +181,58 @@ fn main() {
     print_table(&rows);
     println!("\n{} runs each; machine: {}", runs, machine());
     print_targets(&rows);
+}
+
+fn usage() -> ! {
+    eprintln!("usage: credential-provider-bench [--runs N] [--record-link-order MAPS_DIR PLUGINS_DIR]");
+    std::process::exit(1);
+}
+
+/// Writes `PLUGINS_DIR/<name>/link-order.txt` for one plugin (see
+/// `fake_clouds::link_order`): its cache hit run twice under callgrind (the
+/// first, under valgrind's environment, takes the full path and writes the
+/// memos; the second is the fast path), the addresses it ran mapped to
+/// symbols through the link map `MAPS_DIR/<binary>.map`.
+fn record_link_order(clouds: &FakeClouds, target: &Target, binary: &Path, maps: &Path, plugins: &Path) {
+    use fake_clouds::link_order::{executed_addresses, map_symbols, symbols_at};
+    let fail = |what: String| -> ! {
+        eprintln!("{}: {what}", target.binary);
+        std::process::exit(1)
+    };
+    let map = std::fs::read_to_string(maps.join(format!("{}.map", target.binary)))
+        .unwrap_or_else(|e| fail(format!("no link map in {}: {e}", maps.display())));
+    let request = request_json(ApiVersion::V1, target.image, None, false);
+    let plugin = PluginUnderTest::new(binary).with_env((target.env)(clouds));
+    expect_success(&plugin, &[], &request);
+    let valgrind = which("valgrind").unwrap_or_else(|| fail("needs valgrind".into()));
+    let profile = plugin.home().join("callgrind.out");
+    let out = format!("--callgrind-out-file={}", profile.display());
+    let args = ["--tool=callgrind", "--dump-instr=yes", &out, binary.to_str().unwrap_or("")];
+    for _ in 0..2 {
+        let exec = plugin.with_program(&valgrind).exec(&args, request.as_bytes());
+        if exec.code != Some(0) {
+            fail(format!("failed under valgrind: {}", exec.stderr));
+        }
+    }
+    let profile = std::fs::read_to_string(&profile).unwrap_or_else(|e| fail(format!("no callgrind output: {e}")));
+    let symbols = symbols_at(&executed_addresses(&profile, &binary.display().to_string()), &map_symbols(&map));
+    if symbols.iter().any(|s| s.contains("run_with_args")) || symbols.len() < 50 {
+        fail(format!("the recorded exec was not a fast-path cache hit ({} symbols)", symbols.len()));
+    }
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| fail(format!("cannot run rustc -V: {e}")));
+    let name = target.binary.trim_end_matches("-credential-provider");
+    let file = plugins.join(name).join("link-order.txt");
+    let header = format!(
+        "# The functions a cache hit runs, for lld's --symbol-ordering-file (see plugins/build.rs).\n\
+         # Recorded by scripts/link-order with the compiler below; used only with it.\n# {rustc}\n"
+    );
+    std::fs::write(&file, header + &symbols.join("\n") + "\n")
+        .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", file.display())));
+    println!("{}: {} functions in {}", target.binary, symbols.len(), file.display());
 }
 
 fn print_table(rows: &[Row]) {
