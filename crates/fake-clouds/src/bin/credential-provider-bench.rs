@@ -181,6 +181,27 @@ fn main() {
     print_table(&rows);
     println!("\n{} runs each; machine: {}", runs, machine());
     print_targets(&rows);
+    print_link_orders();
+}
+
+/// Whether each plugin was linked with its link order: only when the file
+/// was recorded with the compiler in use (see `plugins/build.rs`). A stale one
+/// costs page faults and RSS, nothing else; `scripts/link-order` renews it.
+fn print_link_orders() {
+    let rustc = rustc_version().unwrap_or_default();
+    println!("\nlink orders (plugins/*/link-order.txt):");
+    for target in TARGETS {
+        let name = target.binary.trim_end_matches("-credential-provider");
+        let recorded = std::fs::read_to_string(Path::new("plugins").join(name).join("link-order.txt"))
+            .ok()
+            .and_then(|text| text.lines().find_map(|l| l.strip_prefix("# rustc ").map(|v| format!("rustc {v}"))));
+        let verdict = match recorded {
+            Some(version) if version == rustc => "in use".to_string(),
+            Some(version) => format!("STALE (recorded with {version}, building with {rustc}): run scripts/link-order"),
+            None => "none: run scripts/link-order".to_string(),
+        };
+        println!("- {}: {verdict}", target.binary);
+    }
 }
 
 fn usage() -> ! {
@@ -219,11 +240,7 @@ fn record_link_order(clouds: &FakeClouds, target: &Target, binary: &Path, maps: 
     if symbols.iter().any(|s| s.contains("run_with_args")) || symbols.len() < 50 {
         fail(format!("the recorded exec was not a fast-path cache hit ({} symbols)", symbols.len()));
     }
-    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .arg("-V")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| fail(format!("cannot run rustc -V: {e}")));
+    let rustc = rustc_version().unwrap_or_else(|| fail("cannot run rustc -V".into()));
     let name = target.binary.trim_end_matches("-credential-provider");
     let file = plugins.join(name).join("link-order.txt");
     let header = format!(
@@ -233,6 +250,12 @@ fn record_link_order(clouds: &FakeClouds, target: &Target, binary: &Path, maps: 
     std::fs::write(&file, header + &symbols.join("\n") + "\n")
         .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", file.display())));
     println!("{}: {} functions in {}", target.binary, symbols.len(), file.display());
+}
+
+/// `rustc -V`: what a link order is recorded with and checked against.
+fn rustc_version() -> Option<String> {
+    let output = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("-V").output().ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 fn print_table(rows: &[Row]) {
