@@ -110,6 +110,28 @@ fn user_assigned_identities_by_client_id_and_resource_id() {
 }
 
 #[test]
+fn an_edited_azure_json_is_obeyed_by_the_very_next_exec() {
+    let clouds = Clouds::start();
+    let (first, second) = ("99999999-8888-7777-6666-555555555555", "88888888-7777-6666-5555-444444444444");
+    clouds.azure.add_user_assigned_identity(first);
+    clouds.azure.add_user_assigned_identity(second);
+    let plugin = clouds.plugin();
+    let identity = |id: &str| serde_json::json!({ "useManagedIdentityExtension": true, "userAssignedIdentityID": id });
+    let config = azure_json(&plugin, &identity(first));
+    let args = [config.to_str().unwrap_or_default()];
+    for _ in 0..2 {
+        expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &clouds.secrets());
+    }
+    // Replaced as a config management tool does: a new file renamed over the old.
+    let edited = plugin.home().join("azure.json.new");
+    std::fs::write(&edited, identity(second).to_string()).expect("write");
+    std::fs::rename(&edited, &config).expect("replace azure.json");
+    expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &clouds.secrets());
+    let who: Vec<String> = clouds.azure.grants().into_iter().map(|(who, _)| who).collect();
+    assert_eq!(who, vec![first.to_string(), second.to_string()], "the repeat was a cache hit; the edit was not missed");
+}
+
+#[test]
 fn a_client_secret_from_azure_json_is_exchanged_never_handed_to_the_kubelet() {
     let clouds = Clouds::start();
     let secret = clouds.azure.add_secret_app(APP);

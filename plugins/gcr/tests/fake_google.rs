@@ -218,6 +218,24 @@ fn an_authorized_user_file_refreshes_its_token() {
 }
 
 #[test]
+fn a_well_known_file_that_appears_is_used_by_the_very_next_exec() {
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    for _ in 0..2 {
+        expect_accepted(&plugin.request(&request(GCR)), ApiVersion::V1, GCR, &google.secrets());
+    }
+    assert_eq!(google.calls("metadata:token"), 1, "the node's identity, then a cache hit");
+    // `gcloud auth application-default login` on the node.
+    let gcloud = plugin.home().join(".config/gcloud");
+    std::fs::create_dir_all(&gcloud).expect("mkdir");
+    let user = google.authorized_user_file(&gcloud);
+    std::fs::rename(&user, gcloud.join("application_default_credentials.json")).expect("rename");
+    let response = expect_accepted(&plugin.request(&request(GCR)), ApiVersion::V1, GCR, &google.secrets());
+    assert!(response.auth[host(GCR)].password.starts_with("ya29.user-"), "the file's identity, not the memo's");
+    assert_eq!(google.calls("oauth:refresh_token"), 1);
+}
+
+#[test]
 fn gclouds_well_known_file_is_found_in_home() {
     let google = FakeGoogle::start();
     let plugin = plugin(&google);

@@ -106,6 +106,24 @@ fn a_user_principal_from_the_oci_cli_config() {
 }
 
 #[test]
+fn an_oci_config_that_appears_is_used_by_the_very_next_exec() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    for _ in 0..2 {
+        expect_accepted(&plugin.request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
+    }
+    assert_eq!(clouds.registry.docker_token_principals(), vec!["instance".to_string()], "then a cache hit");
+    // Its presence picks the user principal over the instance principal.
+    let oci_dir = plugin.home().join(".oci");
+    std::fs::create_dir_all(&oci_dir).expect("mkdir");
+    clouds.oci.user_config(&oci_dir);
+    expect_accepted(&plugin.request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
+    let mut principals = clouds.registry.docker_token_principals();
+    principals.sort();
+    assert_eq!(principals, vec!["instance".to_string(), "user".to_string()], "not the memo's instance principal");
+}
+
+#[test]
 fn a_wrong_key_fails_the_signature_check() {
     let clouds = Clouds::start();
     let plugin = clouds.plugin();
