@@ -105,7 +105,7 @@ pub fn run<P: Provider>() -> ! {
     let args: Vec<OsString> = std::env::args_os().collect();
     let outcome = fast_path::<P>(&args).and_then(|fast| match fast {
         FastPath::Answered => Ok(()),
-        FastPath::Declined { stdin, invocation } => run_with_args::<P>(args, stdin, invocation),
+        FastPath::Declined { stdin, invocation } => run_with_args::<P>(&args, stdin, invocation),
     });
     let code = match outcome {
         Ok(()) => 0,
@@ -179,11 +179,11 @@ fn cache_dir_of(args: &[OsString]) -> Option<PathBuf> {
 /// Out of line: its frame is large, and the fast path must not pay for it.
 #[inline(never)]
 fn run_with_args<P: Provider>(
-    mut args: Vec<OsString>,
+    original_args: &[OsString],
     stdin: Option<Vec<u8>>,
     invocation: Option<Invocation>,
 ) -> Result<(), Error> {
-    let invocation = invocation.or_else(|| Invocation::current(P::NAME, &args));
+    let mut args = original_args.to_vec();
     if args.get(1).is_some_and(|first| P::COMPAT_SUBCOMMANDS.iter().any(|name| first == name)) {
         args.remove(1);
     }
@@ -271,12 +271,13 @@ fn run_with_args<P: Provider>(
             let (response, entry) = answer(&provider, cache.as_ref(), &request)?;
             write_stdout(&response.encode())?;
             // The kubelet's path, as the fast path would answer it: remember it.
-            if let (Some(cache), Some(entry), Some(body), Some(invocation)) = (&cache, &entry, &body, &invocation)
+            if let (Some(cache), Some(entry), Some(body)) = (&cache, &entry, &body)
                 && cli.verbose == 0
                 && !provider.verifies_credentials()
+                && let Some(invocation) = invocation.or_else(|| Invocation::current(P::NAME, original_args))
             {
                 let files = provider.config_files();
-                memo::remember(cache, invocation, provider.response_overrides(), &files, body, entry);
+                memo::remember(cache, &invocation, provider.response_overrides(), &files, body, entry);
             }
             Ok(())
         }
