@@ -31,6 +31,7 @@
 //! `--help`, a mistyped flag). Memos hold no secret: digests, file stamps and
 //! entry names only.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -188,15 +189,21 @@ pub(crate) fn remember(
 /// Removes request memos whose entry is gone or renewed, invocation memos no
 /// exec has rewritten for a day, and anything that does not parse.
 pub(crate) fn prune(cache: &Cache, plugin: &str) {
+    // Many requests share one entry: read each entry once.
+    let mut issued: HashMap<String, Option<u64>> = HashMap::new();
     for path in cache.files(&format!("{plugin}.memo-request-"), ".json") {
-        let current = std::fs::read(&path)
-            .ok()
-            .and_then(|body| serde_json::from_slice::<RequestMemo>(&body).ok())
-            .and_then(|memo| {
-                let entry = cache.read(plugin, &CacheKey::from_name(memo.entry)?)?;
-                (entry.issued_at == memo.issued_at).then_some(())
+        let memo = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| cache.read_file(name))
+            .and_then(|body| serde_json::from_slice::<RequestMemo>(&body).ok());
+        let current = memo.is_some_and(|memo| {
+            let issued_at = issued.entry(memo.entry.clone()).or_insert_with(|| {
+                CacheKey::from_name(memo.entry).and_then(|key| cache.read(plugin, &key)).map(|entry| entry.issued_at)
             });
-        if current.is_none() {
+            *issued_at == Some(memo.issued_at)
+        });
+        if !current {
             cache.remove(&path);
         }
     }
