@@ -667,6 +667,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fast_path_reads_the_cache_directory_as_clap_would() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        let dir = |list: &[&str]| cache_dir_of(&args(list));
+        assert_eq!(dir(&["p", "--cache-dir", "/a"]), Some(PathBuf::from("/a")));
+        assert_eq!(dir(&["p", "--cache-dir=/b", "--flag"]), Some(PathBuf::from("/b")));
+        assert_eq!(dir(&["p", "--no-cache", "--cache-dir=/b"]), None, "no cache, no memos");
+        assert_eq!(dir(&["p", "--cache-dir"]), None, "a flag without its value is clap's to refuse");
+        assert_ne!(dir(&["p", "--", "--cache-dir=/d"]), Some(PathBuf::from("/d")), "not a flag after --");
+    }
+
+    #[test]
     fn flags_build_a_v1_request() {
         let request = request_from_flags("a.example/b", None, &["k=v=w".to_string()]).expect("request");
         assert_eq!(request.api_version, ApiVersion::V1);
