@@ -67,7 +67,6 @@ pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) ->
 /// One pass; returns how many entries failed to renew.
 fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
-    crate::memo::prune(cache, P::NAME);
     let now = cache::unix_now();
     let mut due = Vec::new();
     for (path, entry) in cache.entries(P::NAME) {
@@ -108,6 +107,8 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
             });
         }
     });
+    // Once, after the renewals and removals that made memos stale.
+    crate::memo::prune(cache, P::NAME);
     failed.into_inner().unwrap_or(0)
 }
 

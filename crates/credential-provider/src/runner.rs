@@ -432,7 +432,12 @@ fn obtain<P: Provider>(
             tracing::info!(registry = %plan.registry, "renewed by another process; answered from the cache");
             Ok(Obtained::from_entry(entry))
         }
-        Ok(Renewal::Fetched(entry)) => Ok(Obtained::from_entry(entry)),
+        Ok(Renewal::Fetched(entry)) => {
+            // A new generation: the memos of the old one are dead weight.
+            // (`refresh` prunes once after all its renewals instead.)
+            memo::prune(cache, P::NAME);
+            Ok(Obtained::from_entry(entry))
+        }
         Ok(Renewal::AlreadyExpired(credential)) => Ok(Obtained::uncached(credential, Duration::ZERO)),
         Err(failure) => {
             let now = cache::unix_now();
@@ -529,8 +534,6 @@ pub(crate) fn renew<P: Provider>(
     if let Err(e) = cache.write(&entry) {
         tracing::warn!("cannot write the cache ({e}); answering anyway");
     }
-    // A new generation: the memos of the old one are dead weight.
-    memo::prune(cache, P::NAME);
     tracing::info!(registry = %plan.registry, expires_at = entry.expires_at, "fetched a new credential");
     Ok(Renewal::Fetched(entry))
 }
