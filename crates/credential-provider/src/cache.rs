@@ -241,7 +241,7 @@ impl Cache {
     }
 
     fn entry_path(&self, plugin: &str, key: &CacheKey) -> PathBuf {
-        self.dir.join(format!("{plugin}-{}.json", key.as_str()))
+        self.dir.join(entry_name(plugin, key.as_str()))
     }
 
     fn lock_path(&self, plugin: &str, key: &CacheKey) -> PathBuf {
@@ -263,7 +263,7 @@ impl Cache {
     /// Writes an entry atomically: a reader sees the old entry or the new one,
     /// never a mix, whatever happens to this process mid-write.
     pub fn write(&self, entry: &CachedCredential) -> Result<(), CacheError> {
-        let name = format!("{}-{}.json", entry.plugin, entry.key);
+        let name = entry_name(&entry.plugin, &entry.key);
         let path = self.dir.join(&name);
         let io_error = |source| CacheError::Entry { path: path.clone(), source };
         let body = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
@@ -392,6 +392,11 @@ impl Cache {
             tracing::warn!(path = %path.display(), "could not remove cache entry: {e}");
         }
     }
+}
+
+/// The file name of the entry `key` of `plugin`.
+fn entry_name(plugin: &str, key: &str) -> String {
+    format!("{plugin}-{key}.json")
 }
 
 fn read_entry(path: &Path) -> Option<CachedCredential> {

@@ -107,9 +107,7 @@ impl Provider for Ocir {
     fn config_files(&self) -> Vec<PathBuf> {
         // The upstream YAML, and the OCI config file, whose presence picks
         // the user principal over the instance principal.
-        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let oci_config = config::config_file(self.args.config_file.as_deref(), lookup);
-        self.args.upstream_config.iter().cloned().chain(oci_config).collect()
+        self.args.upstream_config.iter().cloned().chain(self.oci_config_file()).collect()
     }
 
     fn plan(
@@ -182,6 +180,11 @@ impl Provider for Ocir {
     }
 }
 
+/// A variable's value, when it is set and not empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// The resource principal variables that select the identity (never the key itself).
 fn resource_principal_key_parts() -> Vec<String> {
     ["OCI_RESOURCE_PRINCIPAL_VERSION", "OCI_RESOURCE_PRINCIPAL_REGION"]
@@ -191,15 +194,19 @@ fn resource_principal_key_parts() -> Vec<String> {
 }
 
 impl Ocir {
+    /// The OCI CLI config file in force, whether it exists or not.
+    fn oci_config_file(&self) -> Option<PathBuf> {
+        config::config_file(self.args.config_file.as_deref(), env_value)
+    }
+
     fn choose_principal(&self) -> Result<Principal, Error> {
-        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let user = || -> Option<Principal> {
-            let config_file = config::config_file(self.args.config_file.as_deref(), lookup)?;
+            let config_file = self.oci_config_file()?;
             let profile = self
                 .args
                 .profile
                 .clone()
-                .or_else(|| lookup("OCI_CLI_PROFILE"))
+                .or_else(|| env_value("OCI_CLI_PROFILE"))
                 .unwrap_or_else(|| "DEFAULT".to_string());
             Some(Principal::User { config_file, profile })
         };
@@ -209,7 +216,7 @@ impl Ocir {
             Some(AuthMethod::UserPrincipal) => {
                 user().ok_or_else(|| Error::Config("USER_PRINCIPAL needs an OCI config file (--config-file)".into()))
             }
-            None if lookup("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() => Ok(Principal::Resource),
+            None if env_value("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() => Ok(Principal::Resource),
             None => match user() {
                 Some(Principal::User { config_file, profile }) if config_file.is_file() => {
                     Ok(Principal::User { config_file, profile })
@@ -285,7 +292,7 @@ impl Ocir {
 /// A variable's value, or the content of the file it names (OCI's resource
 /// principal variables may hold either).
 fn value_or_file(name: &str) -> Result<Option<Secret>, Error> {
-    let Some(value) = std::env::var(name).ok().filter(|v| !v.is_empty()) else {
+    let Some(value) = env_value(name) else {
         return Ok(None);
     };
     let path = Path::new(&value);

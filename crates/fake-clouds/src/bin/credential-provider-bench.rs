@@ -191,8 +191,7 @@ fn print_link_orders() {
     let rustc = rustc_version().unwrap_or_default();
     println!("\nlink orders (plugins/*/link-order.txt):");
     for target in TARGETS {
-        let name = target.binary.trim_end_matches("-credential-provider");
-        let recorded = std::fs::read_to_string(Path::new("plugins").join(name).join("link-order.txt"))
+        let recorded = std::fs::read_to_string(link_order_file(Path::new("plugins"), target))
             .ok()
             .and_then(|text| text.lines().find_map(|l| l.strip_prefix("# rustc ").map(|v| format!("rustc {v}"))));
         let verdict = match recorded {
@@ -241,8 +240,7 @@ fn record_link_order(clouds: &FakeClouds, target: &Target, binary: &Path, maps: 
         fail(format!("the recorded exec was not a fast-path cache hit ({} symbols)", symbols.len()));
     }
     let rustc = rustc_version().unwrap_or_else(|| fail("cannot run rustc -V".into()));
-    let name = target.binary.trim_end_matches("-credential-provider");
-    let file = plugins.join(name).join("link-order.txt");
+    let file = link_order_file(plugins, target);
     let header = format!(
         "# The functions a cache hit runs, for lld's --symbol-ordering-file (see plugins/build.rs).\n\
          # Recorded by scripts/link-order with the compiler below; used only with it.\n# {rustc}\n"
@@ -250,6 +248,11 @@ fn record_link_order(clouds: &FakeClouds, target: &Target, binary: &Path, maps: 
     std::fs::write(&file, header + &symbols.join("\n") + "\n")
         .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", file.display())));
     println!("{}: {} functions in {}", target.binary, symbols.len(), file.display());
+}
+
+/// `PLUGINS_DIR/<name>/link-order.txt`, where `plugins/build.rs` reads it.
+fn link_order_file(plugins: &Path, target: &Target) -> PathBuf {
+    plugins.join(target.binary.trim_end_matches("-credential-provider")).join("link-order.txt")
 }
 
 /// `rustc -V`: what a link order is recorded with and checked against.
