@@ -81,12 +81,6 @@ impl CacheKey {
         CacheKey(name.finish())
     }
 
-    /// The key a memo names, if it has the form of a derived key (so that it
-    /// can only ever name a file of the cache directory).
-    pub(crate) fn from_name(name: String) -> Option<CacheKey> {
-        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(CacheKey(name))
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -100,22 +94,20 @@ pub fn secret_digest(secret: &Secret) -> String {
 }
 
 /// SHA-256 over length-prefixed parts, so that no two lists of parts hash the
-/// same; 128 bits of it, hex-encoded, name a file of the cache (an entry, a
-/// memo). The sha2 crate's rather than aws-lc's, though every plugin links
-/// both: measured, it touches fewer pages of the binary on a cache hit.
-pub(crate) struct NameDigest(Sha256);
+/// same; 128 bits of it, hex-encoded, name an entry's file.
+struct NameDigest(Sha256);
 
 impl NameDigest {
-    pub(crate) fn new() -> NameDigest {
+    fn new() -> NameDigest {
         NameDigest(Sha256::new())
     }
 
-    pub(crate) fn part(&mut self, bytes: &[u8]) {
+    fn part(&mut self, bytes: &[u8]) {
         self.0.update((bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
     }
 
-    pub(crate) fn finish(self) -> String {
+    fn finish(self) -> String {
         hex(&self.0.finalize()[..16])
     }
 }
@@ -169,10 +161,10 @@ impl CachedCredential {
     }
 
     /// The point at which a credential issued at `issued_at` and expiring at
-    /// `expires_at` should be renewed: `fraction` of its lifetime.
-    pub fn refresh_point(issued_at: u64, expires_at: u64, fraction: f64) -> u64 {
-        let lifetime = expires_at.saturating_sub(issued_at) as f64;
-        issued_at + (lifetime * fraction.clamp(0.0, 1.0)) as u64
+    /// `expires_at` is renewed: half-way through its life, so that a renewal
+    /// that fails leaves the other half to try again (and to serve it stale).
+    pub fn refresh_point(issued_at: u64, expires_at: u64) -> u64 {
+        issued_at + expires_at.saturating_sub(issued_at) / 2
     }
 }
 
@@ -191,13 +183,6 @@ pub struct EntryLock {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a write must survive a power cut, or only a killed process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Durability {
-    Durable,
-    Atomic,
-}
-
 impl Cache {
     /// Opens `dir`, creating it 0700 if needed. A directory that another user
     /// owns, or that others can write, is refused: whoever can write it can
@@ -208,12 +193,6 @@ impl Cache {
             .mode(0o700)
             .create(dir)
             .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
-        Cache::open_existing(dir)
-    }
-
-    /// Opens `dir` if it exists, with the same checks as [`Cache::open`]:
-    /// for readers that have nothing to find in a directory not yet made.
-    pub fn open_existing(dir: &Path) -> Result<Cache, CacheError> {
         let unsafe_dir = |reason: String| CacheError::UnsafeDirectory { path: dir.to_path_buf(), reason };
         let meta =
             fs::symlink_metadata(dir).map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
@@ -236,10 +215,6 @@ impl Cache {
         Ok(Cache { dir: dir.to_path_buf() })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn entry_path(&self, plugin: &str, key: &CacheKey) -> PathBuf {
         self.dir.join(entry_name(plugin, key.as_str()))
     }
@@ -260,21 +235,14 @@ impl Cache {
         Some(entry)
     }
 
-    /// Writes an entry atomically: a reader sees the old entry or the new one,
-    /// never a mix, whatever happens to this process mid-write.
+    /// Writes an entry atomically and durably (temp file, fsync, rename, fsync
+    /// of the directory), mode 0600: a reader sees the old entry or the new
+    /// one, never a mix, whatever happens to this process or the power.
     pub fn write(&self, entry: &CachedCredential) -> Result<(), CacheError> {
         let name = entry_name(&entry.plugin, &entry.key);
         let path = self.dir.join(&name);
         let io_error = |source| CacheError::Entry { path: path.clone(), source };
         let body = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
-        self.write_file(&name, &body, Durability::Durable).map_err(io_error)
-    }
-
-    /// Writes the file `name` of the cache directory atomically (temp file,
-    /// rename), mode 0600. `Durable` also survives a power cut: credentials
-    /// are; memos, which only save time, are not worth two fsyncs.
-    pub(crate) fn write_file(&self, name: &str, body: &[u8], durability: Durability) -> io::Result<()> {
-        let path = self.dir.join(name);
         let temp = self.dir.join(format!(
             ".{name}.{}.{}.tmp",
             std::process::id(),
@@ -282,27 +250,15 @@ impl Cache {
         ));
         let result = (|| {
             let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-            file.write_all(body)?;
-            if durability == Durability::Durable {
-                file.sync_all()?;
-            }
+            file.write_all(&body)?;
+            file.sync_all()?;
             fs::rename(&temp, &path)?;
-            if durability == Durability::Durable {
-                // Make the rename itself durable.
-                File::open(&self.dir)?.sync_all()?;
-            }
-            Ok(())
+            File::open(&self.dir)?.sync_all()
         })();
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
-        result
-    }
-
-    /// The content of the file `name` of the cache directory, if it exists
-    /// and is no larger than an entry may be.
-    pub(crate) fn read_file(&self, name: &str) -> Option<Vec<u8>> {
-        read_limited(&self.dir.join(name)).ok().flatten()
+        result.map_err(io_error)
     }
 
     /// Takes the exclusive lock on `key`, waiting at most `wait`. `None` when
@@ -356,7 +312,7 @@ impl Cache {
     /// Removes the temp files of writers that died between creating and
     /// renaming them (a kill, a power cut), once they are `older_than`.
     pub fn remove_abandoned_temp_files(&self, plugin: &str, older_than: Duration) {
-        // Entries' (`.PLUGIN-…`), and sessions' and memos' (`.PLUGIN.…`).
+        // Entries' (`.PLUGIN-…`) and sessions' (`.PLUGIN.…`).
         let temps = [self.files(&format!(".{plugin}-"), ".tmp"), self.files(&format!(".{plugin}."), ".tmp")];
         for path in temps.into_iter().flatten() {
             let abandoned = fs::metadata(&path)
@@ -369,7 +325,7 @@ impl Cache {
     }
 
     /// The files of the cache directory named `<prefix>…<suffix>`, sorted.
-    pub(crate) fn files(&self, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    fn files(&self, prefix: &str, suffix: &str) -> Vec<PathBuf> {
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -544,8 +500,8 @@ mod tests {
         let key = CacheKey::derive("test", &["x"]);
         let abandoned = temp.path().join(format!(".test-{}.999.0.tmp", key.as_str()));
         fs::write(&abandoned, "{\"format\":1,\"plugin\":\"te").expect("partial write");
-        let abandoned_memo = temp.path().join(".test.memo-request-ab.json.999.1.tmp");
-        fs::write(&abandoned_memo, "{").expect("partial write");
+        let abandoned_session = temp.path().join(".test.federation-ab.json.999.1.tmp");
+        fs::write(&abandoned_session, "{").expect("partial write");
         assert!(cache.read("test", &key).is_none());
         assert!(cache.entries("test").is_empty(), "temp files are not entries");
         cache.write(&entry(&key, unix_now())).expect("write");
@@ -554,13 +510,13 @@ mod tests {
         assert!(abandoned.exists(), "a recent temp file may belong to a live writer");
         cache.remove_abandoned_temp_files("test", Duration::ZERO);
         assert!(!abandoned.exists());
-        assert!(!abandoned_memo.exists(), "sessions' and memos' temp files are cleaned up too");
+        assert!(!abandoned_session.exists(), "sessions' temp files are cleaned up too");
         assert!(cache.read("test", &key).is_some());
     }
 
     #[test]
     fn refresh_point_is_a_fraction_of_the_lifetime() {
-        assert_eq!(CachedCredential::refresh_point(1000, 2000, 0.5), 1500);
-        assert_eq!(CachedCredential::refresh_point(1000, 900, 0.5), 1000);
+        assert_eq!(CachedCredential::refresh_point(1000, 2000), 1500);
+        assert_eq!(CachedCredential::refresh_point(1000, 900), 1000);
     }
 }

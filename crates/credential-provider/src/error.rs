@@ -37,34 +37,66 @@ pub enum Error {
     Cache(#[from] CacheError),
     #[error("cannot write the response: {0}")]
     Output(std::io::Error),
-    /// The cloud said no, or could not be asked. `service` names the API, and
+    /// The cloud said no, or could not be asked. `service` names the API,
+    /// `status` is the HTTP status of its answer when there was one, and
     /// `message` says what happened and, where it can, what to do.
     #[error("{service}: {message}")]
-    Cloud { service: String, message: String },
-    /// The cloud refused the identity (HTTP 401 or 403): a permission or trust
-    /// problem to fix, not a failure to retry.
+    Cloud { service: String, status: Option<u16>, message: String },
+    /// The cloud refused the identity (HTTP 401 or 403, or a refusal the
+    /// plugin recognized): a permission or trust problem to fix, not a
+    /// failure to retry.
     #[error("{service}: {message}")]
-    Denied { service: String, message: String },
+    Denied { service: String, status: Option<u16>, message: String },
     /// `check` ran and found steps that did not pass.
     #[error("{0}")]
     CheckFailed(String),
 }
 
 impl Error {
-    /// A cloud error for `service`.
+    /// A cloud failure of `service` with no HTTP answer behind it (a
+    /// connection that failed, an answer that does not parse).
     pub fn cloud(service: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Cloud { service: service.into(), message: message.into() }
+        Error::Cloud { service: service.into(), status: None, message: message.into() }
     }
 
-    /// A refusal by `service`.
+    /// A refusal by `service` that no HTTP status expresses.
     pub fn denied(service: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Denied { service: service.into(), message: message.into() }
+        Error::Denied { service: service.into(), status: None, message: message.into() }
+    }
+
+    /// The error an HTTP answer with `status` means: 401 and 403 refuse the
+    /// identity, anything else is a failure of the cloud.
+    pub fn http(service: impl Into<String>, status: u16, message: impl Into<String>) -> Error {
+        let (service, status, message) = (service.into(), Some(status), message.into());
+        match status {
+            Some(401 | 403) => Error::Denied { service, status, message },
+            _ => Error::Cloud { service, status, message },
+        }
+    }
+
+    /// The HTTP status of the cloud's answer, if this error came from one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Cloud { status, .. } | Error::Denied { status, .. } => *status,
+            _ => None,
+        }
     }
 
     /// Adds what to check next to a refusal; any other error passes unchanged.
     pub fn with_denial_hint(self, hint: &str) -> Error {
         match self {
-            Error::Denied { service, message } => Error::Denied { service, message: format!("{message} ({hint})") },
+            Error::Denied { service, status, message } => {
+                Error::Denied { service, status, message: format!("{message} ({hint})") }
+            }
+            other => other,
+        }
+    }
+
+    /// Rewrites the message of a cloud failure (not of a refusal), to say
+    /// where it happened or what usually causes it.
+    pub fn with_cloud_context(self, context: impl FnOnce(String) -> String) -> Error {
+        match self {
+            Error::Cloud { service, status, message } => Error::Cloud { service, status, message: context(message) },
             other => other,
         }
     }
@@ -73,7 +105,9 @@ impl Error {
     /// to credentials they refuse: for them such an answer is a refusal too.
     pub fn bad_request_as_denial(self) -> Error {
         match self {
-            Error::Cloud { service, message } if message.starts_with("HTTP 400") => Error::Denied { service, message },
+            Error::Cloud { service, status: Some(400), message } => {
+                Error::Denied { service, status: Some(400), message }
+            }
             other => other,
         }
     }
@@ -84,5 +118,34 @@ impl Error {
             Error::Cloud { .. } | Error::Denied { .. } | Error::CheckFailed(_) => EXIT_CLOUD,
             _ => EXIT_USAGE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_decides_and_the_text_does_not() {
+        assert!(matches!(Error::http("s", 403, "x"), Error::Denied { status: Some(403), .. }));
+        assert!(matches!(Error::http("s", 401, "x"), Error::Denied { .. }));
+        assert!(matches!(Error::http("s", 500, "x"), Error::Cloud { status: Some(500), .. }));
+        assert!(matches!(Error::http("s", 400, "x").bad_request_as_denial(), Error::Denied { status: Some(400), .. }));
+        // A message that merely reads like a 400 is not one.
+        assert!(matches!(Error::cloud("s", "HTTP 400 Bad Request").bad_request_as_denial(), Error::Cloud { .. }));
+        assert_eq!(Error::http("s", 404, "x").status(), Some(404));
+        assert_eq!(Error::cloud("s", "x").exit_code(), EXIT_CLOUD);
+        assert_eq!(Error::Config("x".into()).exit_code(), EXIT_USAGE);
+    }
+
+    #[test]
+    fn context_and_hints_keep_the_status() {
+        let e = Error::http("s", 503, "busy").with_cloud_context(|m| format!("{m} (retry later)"));
+        assert_eq!(e.to_string(), "s: busy (retry later)");
+        assert_eq!(e.status(), Some(503));
+        let d = Error::http("s", 403, "no").with_denial_hint("grant it");
+        assert_eq!(d.to_string(), "s: no (grant it)");
+        assert_eq!(d.status(), Some(403));
+        assert_eq!(Error::http("s", 403, "no").with_cloud_context(|_| "changed".into()).to_string(), "s: no");
     }
 }

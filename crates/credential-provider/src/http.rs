@@ -222,8 +222,9 @@ impl Reply {
     pub fn json<T: DeserializeOwned>(&self, service: &str) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
             // serde's message says where and what was expected, never the value.
-            Error::cloud(
+            Error::http(
                 service,
+                self.status.as_u16(),
                 format!("the answer is not what the API documents (HTTP {}): {e}", self.status.as_u16()),
             )
         })
@@ -245,10 +246,7 @@ impl Reply {
     /// The cloud's refusal as an error: the status and what the cloud said.
     /// 401 and 403 are [`Error::Denied`]; `check` reports them as such.
     pub fn error(&self, service: &str) -> Error {
-        match self.status.as_u16() {
-            401 | 403 => Error::denied(service, self.describe()),
-            _ => Error::cloud(service, self.describe()),
-        }
+        Error::http(service, self.status.as_u16(), self.describe())
     }
 
     /// `HTTP 403 Forbidden: <the cloud's message>`, on one line, scrubbed.

@@ -4,28 +4,40 @@
 //! an identity into a registry credential, and its `check`) and hands it to
 //! [`run`]. Everything else lives here, once:
 //!
-//! - [`protocol`]: the kubelet's request and response, every API version;
+//! - [`secret`]: keeping secrets out of logs and errors;
 //! - [`image`] and [`matching`]: image references and the kubelet's glob rules;
-//! - [`cache`]: the on-disk cache shared by every exec, with its locking;
+//! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`endpoints`]: where each call goes, and the overrides tests use;
+//! - [`protocol`]: the kubelet's request and response, every API version;
+//! - [`cache`]: the on-disk cache shared by every exec, with its locking;
+//! - [`error`]: the errors a run can end with, and their exit codes;
 //! - [`check`]: the permission report of `check`;
 //! - [`http`]: the HTTP client, with its timeouts, retries and budget;
 //! - [`registry`]: the OCI token handshake that proves a credential grants pull;
-//! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
-//! - [`secret`]: keeping secrets out of logs and errors;
-//! - [`session`]: the cache of intermediate credentials (OCI's federation token);
-//! - [`runner`]: the command line and the flow of one request;
-//! - [`refresh`]: renewing the cache ahead of the kubelet.
+//! - [`flow`]: how a cached credential is got: lookup, renewal under the
+//!   entry's lock, stale-if-error;
+//! - [`session`]: intermediate credentials (OCI's federation token) through
+//!   that flow;
+//! - [`provider`]: the trait a plugin implements;
+//! - [`credentials`]: a provider's registry credentials through the flow;
+//! - [`refresh`]: renewing the cache ahead of the kubelet;
+//! - [`logging`]: the scrubbed logger, the one error line, exit codes;
+//! - [`runner`]: the command line and what each command does.
+//!
+//! Each module uses only modules listed before it, so the core reads from
+//! the top of this list down, and no module reaches into one that uses it.
 
 pub mod cache;
 pub mod check;
+pub mod credentials;
 pub mod endpoints;
 pub mod error;
+pub mod flow;
 pub mod http;
 pub mod image;
 pub mod jwt;
+pub mod logging;
 pub mod matching;
-mod memo;
 pub mod protocol;
 pub mod provider;
 pub mod refresh;
@@ -37,9 +49,10 @@ pub mod session;
 pub use check::{CheckReport, CheckStep, Outcome};
 pub use endpoints::Endpoints;
 pub use error::Error;
+pub use flow::Credential;
 pub use image::ImageRef;
 pub use protocol::ServiceAccount;
-pub use provider::{Credential, Plan, Provider, ResponseOverrides};
+pub use provider::{Plan, Provider, ResponseOverrides};
 pub use runner::run;
 pub use secret::Secret;
 pub use session::{Session, Sessions};

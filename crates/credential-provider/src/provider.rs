@@ -1,24 +1,15 @@
 //! What a plugin implements: the part that is specific to one cloud.
 
 use std::fmt::Debug;
-use std::path::PathBuf;
 
 use crate::check::CheckReport;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
+use crate::flow::Credential;
 use crate::image::ImageRef;
 use crate::protocol::{CacheKeyType, ServiceAccount};
 use crate::secret::Secret;
 use crate::session::Sessions;
-
-/// A registry credential fresh from the cloud.
-#[derive(Clone, Debug)]
-pub struct Credential {
-    pub username: String,
-    pub password: Secret,
-    /// When the cloud says it stops working, in seconds since the Unix epoch.
-    pub expires_at: u64,
-}
 
 /// What one request needs, decided before any network call: which registry
 /// the credential is for, what the plugin will fetch, and every input that
@@ -54,7 +45,7 @@ pub struct ResponseOverrides {
 /// the command line, the cache, logging and exit codes.
 ///
 /// `new` and `plan` must not touch the network or build SDK clients: on a cache
-/// hit they are all that runs. `Sync`, because `refresh` renews several
+/// hit they are all of the plugin that runs. `Sync`, because `refresh` renews several
 /// entries at once.
 #[allow(async_fn_in_trait)] // The runner drives these on its own single-threaded runtime.
 pub trait Provider: Sized + Sync {
@@ -64,9 +55,6 @@ pub trait Provider: Sized + Sync {
     const BINARY: &'static str;
     /// One line for `--help`.
     const ABOUT: &'static str;
-    /// The fraction of a credential's lifetime after which it is renewed.
-    const REFRESH_FRACTION: f64 = 0.5;
-
     /// Subcommands of the upstream plugin that mean "answer a request" and are
     /// accepted as the first argument so that its kubelet config works unchanged
     /// (`get-credentials` for the GCP plugin).
@@ -118,14 +106,5 @@ pub trait Provider: Sized + Sync {
     /// What every response must say regardless of the credential.
     fn response_overrides(&self) -> ResponseOverrides {
         ResponseOverrides::default()
-    }
-
-    /// Every file `new` or `plan` read, or looked for, to decide its plans
-    /// (a config file, a key file, a well-known file that may appear). The
-    /// runner's fast path answers a repeated request only while each of them
-    /// is unchanged, present or absent as it was; files read only by `fetch`
-    /// do not belong here (a renewal reads them again).
-    fn config_files(&self) -> Vec<PathBuf> {
-        Vec::new()
     }
 }

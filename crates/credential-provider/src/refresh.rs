@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::{self, Cache, CachedCredential, Freshness};
+use crate::credentials::{self, RenewalError};
 use crate::error::Error;
-use crate::image::ImageRef;
+use crate::flow::Renewal;
 use crate::provider::Provider;
-use crate::runner::{Renewal, cache_key, renew};
 use crate::secret;
 
 /// How many entries are renewed at once: enough to renew a node's registries
@@ -29,7 +29,6 @@ const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
 const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
 
 /// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
-#[inline(never)]
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -107,27 +106,12 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
             });
         }
     });
-    // Once, after the renewals and removals that made memos stale.
-    crate::memo::prune(cache, P::NAME);
     failed.into_inner().unwrap_or(0)
 }
 
 /// Renews one entry; false if it failed.
 fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential) -> bool {
-    let plan = ImageRef::parse(&entry.image).map_err(Error::from).and_then(|image| provider.plan(&image, None));
-    let plan = match plan {
-        Ok(plan) if cache_key::<P>(&plan).as_str() == entry.key => plan,
-        Ok(_) => {
-            tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
-            return true;
-        }
-        Err(e) => {
-            tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
-            return true;
-        }
-    };
-    let key = cache_key::<P>(&plan);
-    match renew(provider, cache, &key, &plan, &entry.image, Some(entry.clone())) {
+    match credentials::renew(provider, cache, entry) {
         Ok(Renewal::ByAnother(_)) => true,
         Ok(Renewal::Fetched(renewed)) => {
             eprintln!("{}: renewed {} (valid until {})", P::BINARY, entry.registry, format_time(renewed.expires_at));
@@ -137,7 +121,15 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredentia
             eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
             false
         }
-        Err(failure) => {
+        Err(RenewalError::OtherSettings) => {
+            tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
+            true
+        }
+        Err(RenewalError::Unplanned(e)) => {
+            tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
+            true
+        }
+        Err(RenewalError::Failed(failure)) => {
             eprintln!(
                 "{}: failed to renew {}: {}",
                 P::BINARY,

@@ -1,7 +1,9 @@
 //! Intermediate credentials a plugin needs on its way to a registry's (OCI's
-//! federation token and its session key), cached like registry credentials:
-//! one private file each, shared by every exec, and fetched by one process at
-//! a time, so that a node boot does not stampede a throttled metadata service.
+//! federation token and its session key), cached like registry credentials
+//! and got through the same [`flow`](crate::flow): one private file each,
+//! shared by every exec, fetched by one process at a time (so that a node
+//! boot does not stampede a throttled metadata service), and served stale
+//! for a while if the cloud fails.
 //!
 //! A session is one opaque secret and its expiry; the plugin decides what the
 //! secret holds. Session files are named `<plugin>.<name>-<key>.json`, apart
@@ -9,9 +11,9 @@
 
 use std::future::Future;
 
-use crate::cache::{self, Cache, CacheKey, CachedCredential, FORMAT_VERSION, Freshness};
+use crate::cache::{Cache, CacheKey};
 use crate::error::Error;
-use crate::runner::LOCK_WAIT;
+use crate::flow::{self, Credential, Place};
 use crate::secret::Secret;
 
 /// A cached intermediate credential.
@@ -35,11 +37,6 @@ impl<'a> Sessions<'a> {
         Sessions { cache, plugin }
     }
 
-    /// Sessions that are never cached, for tests and `--no-cache`.
-    pub fn uncached(plugin: &'static str) -> Sessions<'static> {
-        Sessions { cache: None, plugin }
-    }
-
     fn locate(&self, name: &str, parts: &[String]) -> (String, CacheKey) {
         let store = format!("{}.{name}", self.plugin);
         let key = CacheKey::derive(&store, parts);
@@ -47,50 +44,20 @@ impl<'a> Sessions<'a> {
     }
 
     /// The session `name` for `parts`: the cached one while it is fresh (before
-    /// half its life), else the one `fetch` makes, under the entry's lock so
-    /// that of many processes only one fetches.
+    /// half its life), else the one `fetch` makes.
     pub async fn get_or_fetch<F, Fut>(&self, name: &str, parts: &[String], fetch: F) -> Result<Session, Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Session, Error>>,
     {
-        let Some(cache) = self.cache else {
-            return fetch().await;
-        };
         let (store, key) = self.locate(name, parts);
-        let fresh = |entry: &CachedCredential| entry.freshness(cache::unix_now()) == Freshness::Fresh;
-        if let Some(entry) = cache.read(&store, &key).filter(fresh) {
-            tracing::debug!(session = name, "session from the cache");
-            return Ok(Session { secret: entry.password, expires_at: entry.expires_at });
-        }
-        let _lock = cache.lock(&store, &key, LOCK_WAIT).unwrap_or_else(|e| {
-            tracing::warn!("cannot lock the {name} session ({e}); fetching without the lock");
-            None
-        });
-        if let Some(entry) = cache.read(&store, &key).filter(fresh) {
-            return Ok(Session { secret: entry.password, expires_at: entry.expires_at });
-        }
-        let session = fetch().await?;
-        let now = cache::unix_now();
-        if session.expires_at > now {
-            let entry = CachedCredential {
-                format: FORMAT_VERSION,
-                plugin: store,
-                key: key.as_str().to_string(),
-                image: String::new(),
-                registry: name.to_string(),
-                needs_service_account_token: false,
-                issued_at: now,
-                refresh_at: CachedCredential::refresh_point(now, session.expires_at, 0.5),
-                expires_at: session.expires_at,
-                username: String::new(),
-                password: session.secret.clone(),
-            };
-            if let Err(e) = cache.write(&entry) {
-                tracing::warn!("cannot cache the {name} session ({e})");
-            }
-        }
-        Ok(session)
+        let place = Place { store: &store, key: &key, image: "", label: name, needs_service_account_token: false };
+        let lease = flow::get(self.cache, &place, || async {
+            let session = fetch().await?;
+            Ok(Credential { username: String::new(), password: session.secret, expires_at: session.expires_at })
+        })
+        .await?;
+        Ok(Session { secret: lease.credential.password, expires_at: lease.credential.expires_at })
     }
 
     /// Forgets the session `name` for `parts`, so that the next exec fetches
@@ -106,6 +73,7 @@ impl<'a> Sessions<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache;
 
     fn session(secret: &str, lifetime: u64) -> Session {
         Session { secret: Secret::new(secret.to_string()), expires_at: cache::unix_now() + lifetime }

@@ -12,7 +12,6 @@ pub mod examples;
 pub mod google;
 pub mod hardening;
 pub mod ibm;
-pub mod link_order;
 pub mod moto;
 pub mod oci;
 pub mod registry;

@@ -181,8 +181,10 @@ pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Erro
         source = inner.source();
     }
     match status.map(u16::from) {
-        Some(400 | 401 | 403) => Error::denied(service, message),
-        _ => Error::cloud(service, message),
+        // Entra ID answers 400 (`invalid_client`, `invalid_grant`) to an
+        // identity it refuses, as every OAuth token endpoint does.
+        Some(status) => Error::http(service, status, message).bad_request_as_denial(),
+        None => Error::cloud(service, message),
     }
 }
 

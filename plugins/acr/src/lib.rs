@@ -61,8 +61,6 @@ pub struct AcrTarget {
 #[derive(Debug)]
 pub struct Acr {
     config: AzureConfig,
-    /// The azure.json it was read from, if any.
-    config_file: Option<PathBuf>,
     endpoints: Endpoints,
     mirrors: BTreeMap<String, String>,
 }
@@ -78,11 +76,7 @@ impl Provider for Acr {
     fn new(args: AcrArgs, endpoints: Endpoints) -> Result<Acr, Error> {
         let config = AzureConfig::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
         let mirrors = parse_mirrors(args.registry_mirror.as_deref().unwrap_or(""))?;
-        Ok(Acr { config, config_file: args.config, endpoints, mirrors })
-    }
-
-    fn config_files(&self) -> Vec<PathBuf> {
-        self.config_file.iter().cloned().collect()
+        Ok(Acr { config, endpoints, mirrors })
     }
 
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<AcrTarget>, Error> {

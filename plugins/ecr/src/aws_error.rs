@@ -87,7 +87,11 @@ impl AwsFailure {
 
     /// The error that ends an exec: the action, what AWS said, and a hint.
     pub fn into_error(self, action: &str) -> credential_provider::Error {
-        credential_provider::Error::cloud(action, format!("{}{}", self.message, self.hint()))
+        let (service, status, message) = (action.to_string(), self.status, format!("{}{}", self.message, self.hint()));
+        match self.outcome().0 {
+            Outcome::Denied => credential_provider::Error::Denied { service, status, message },
+            _ => credential_provider::Error::Cloud { service, status, message },
+        }
     }
 
     /// A hint for the error line, where the cause is a common one.

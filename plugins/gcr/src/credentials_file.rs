@@ -25,20 +25,10 @@ pub fn locate() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(VARIABLE).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    well_known().filter(|path| path.is_file())
-}
-
-/// gcloud's well-known file, whether it exists or not, when the variable does
-/// not name a file: whether it exists decides between it and the metadata
-/// server.
-pub fn well_known() -> Option<PathBuf> {
-    if std::env::var_os(VARIABLE).is_some_and(|p| !p.is_empty()) {
-        return None;
-    }
     let config_dir = std::env::var_os("CLOUDSDK_CONFIG")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config/gcloud")))?;
-    Some(config_dir.join("application_default_credentials.json"))
+    Some(config_dir.join("application_default_credentials.json")).filter(|path| path.is_file())
 }
 
 /// A credentials file, read.

@@ -167,10 +167,6 @@ impl Provider for Gcr {
         Ok(Gcr { args, endpoints, metadata_url, overrides })
     }
 
-    fn config_files(&self) -> Vec<PathBuf> {
-        credentials_file::well_known().into_iter().collect()
-    }
-
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<Identity>, Error> {
         if image.port.is_some() || !hosts::is_google_registry(&image.host) {
             return Err(Error::UnsupportedRegistry { host: image.registry(), expected: hosts::EXPECTED });

@@ -231,7 +231,10 @@ fn a_well_known_file_that_appears_is_used_by_the_very_next_exec() {
     let user = google.authorized_user_file(&gcloud);
     std::fs::rename(&user, gcloud.join("application_default_credentials.json")).expect("rename");
     let response = expect_accepted(&plugin.request(&request(GCR)), ApiVersion::V1, GCR, &google.secrets());
-    assert!(response.auth[host(GCR)].password.starts_with("ya29.user-"), "the file's identity, not the memo's");
+    assert!(
+        response.auth[host(GCR)].password.starts_with("ya29.user-"),
+        "the file's identity, not the metadata server's"
+    );
     assert_eq!(google.calls("oauth:refresh_token"), 1);
 }
 

@@ -122,12 +122,9 @@ pub async fn vpc_token(http: &Http, metadata: &str, profile: Option<&Profile>) -
     let url = format!("{metadata}/instance_identity/v1/token?version={VPC_VERSION}");
     let request = http.put(&url).header("Metadata-Flavor", "ibm").json(&serde_json::json!({ "expires_in": 300 }));
     let reply = http.send(SERVICE, request).await?;
-    let identity: Answer = reply.success_json(SERVICE).map_err(|e| match e {
-        Error::Cloud { service, message } => {
-            Error::Cloud { service, message: format!("{message} (is the metadata service enabled on this instance?)") }
-        }
-        other => other,
-    })?;
+    let identity: Answer = reply
+        .success_json(SERVICE)
+        .map_err(|e| e.with_cloud_context(|m| format!("{m} (is the metadata service enabled on this instance?)")))?;
 
     let body = match profile {
         None => serde_json::json!({}),

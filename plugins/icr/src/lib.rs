@@ -127,11 +127,6 @@ impl Provider for Icr {
         Ok(Icr { args, endpoints })
     }
 
-    fn config_files(&self) -> Vec<PathBuf> {
-        // The plan hashes the key it reads, so that a rotated key is a new entry.
-        self.args.api_key_file.iter().cloned().collect()
-    }
-
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<IcrTarget>, Error> {
         let registry = (image.port.is_none())
             .then(|| IcrRegistry::from_host(&image.host))

@@ -116,7 +116,7 @@ fn a_rotated_api_key_file_is_noticed_by_the_very_next_exec() {
     std::fs::write(&rotated, ibm.add_api_key()).expect("write key");
     std::fs::rename(&rotated, &file).expect("rotate");
     let after = expect_accepted(&plugin.exec(&args, request(IMAGE).as_bytes()), ApiVersion::V1, IMAGE, &ibm.secrets());
-    assert_eq!(ibm.calls("iam:token"), 2, "the new key's token, not the old one's from the memos");
+    assert_eq!(ibm.calls("iam:token"), 2, "the new key's token, not the old one's");
     assert_ne!(after.auth[host(IMAGE)].password, first.auth[host(IMAGE)].password);
 }
 

@@ -74,12 +74,7 @@ struct RegionInfo {
 async fn imds_get(http: &Http, imds: &str, path: &str) -> Result<String, Error> {
     let request = http.get(&format!("{imds}/opc/v2/{path}")).header("Authorization", "Bearer Oracle");
     let reply = http.send(SERVICE, request).await?;
-    reply.success_text(SERVICE).map_err(|e| match e {
-        Error::Cloud { service, message } => {
-            Error::Cloud { service, message: format!("{path}: {message} (is this an OCI instance?)") }
-        }
-        other => other,
-    })
+    reply.success_text(SERVICE).map_err(|e| e.with_cloud_context(|m| format!("{path}: {m} (is this an OCI instance?)")))
 }
 
 fn certificate(pem: &str, what: &str) -> Result<Vec<u8>, Error> {

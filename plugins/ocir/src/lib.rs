@@ -104,12 +104,6 @@ impl Provider for Ocir {
         Ok(Ocir { args, settings, endpoints })
     }
 
-    fn config_files(&self) -> Vec<PathBuf> {
-        // The upstream YAML, and the OCI config file, whose presence picks
-        // the user principal over the instance principal.
-        self.args.upstream_config.iter().cloned().chain(self.oci_config_file()).collect()
-    }
-
     fn plan(
         &self,
         image: &ImageRef,

@@ -120,7 +120,7 @@ fn an_oci_config_that_appears_is_used_by_the_very_next_exec() {
     expect_accepted(&plugin.request(&request(IMAGE)), ApiVersion::V1, IMAGE, &clouds.secrets());
     let mut principals = clouds.registry.docker_token_principals();
     principals.sort();
-    assert_eq!(principals, vec!["instance".to_string(), "user".to_string()], "not the memo's instance principal");
+    assert_eq!(principals, vec!["instance".to_string(), "user".to_string()], "not the first exec's instance principal");
 }
 
 #[test]

@@ -1,0 +1,63 @@
+//! What a run leaves on stderr, and how it ends: the scrubbed logger, the one
+//! error line, the exit code, and a panic that says nothing but where.
+
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+use crate::error::Error;
+use crate::secret::{self, ScrubbingStderr};
+
+/// A panic message may quote data (a token, a request): print only where it
+/// happened.
+pub fn install_panic_hook(binary: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("{binary}: internal error{place}; please report it");
+    }));
+}
+
+/// Logs to stderr through the secret scrubber. Our crates log at the level
+/// asked for (`-v` info, `-vv` debug, `-vvv` trace; warnings always); the
+/// SDKs and HTTP stacks stay quieter, since their warnings repeat what our
+/// one error line says with debug dumps attached.
+pub fn init(verbose: u8, binary: &str) {
+    let ours = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let theirs = match verbose {
+        0 => LevelFilter::ERROR,
+        1 | 2 => LevelFilter::WARN,
+        _ => LevelFilter::DEBUG,
+    };
+    let filter = Targets::new()
+        .with_default(theirs)
+        .with_target("credential_provider", ours)
+        .with_target(binary.replace('-', "_"), ours);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| ScrubbingStderr)
+        .with_ansi(false)
+        .with_target(verbose >= 2)
+        .without_time()
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Ends the process: exit 0, or the error as one scrubbed line on stderr and
+/// its exit code (see [`crate::error`]).
+pub fn exit(binary: &str, outcome: Result<(), Error>) -> ! {
+    let code = match outcome {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("{binary}: error: {}", one_line(&secret::scrub(&error.to_string())));
+            error.exit_code()
+        }
+    };
+    std::process::exit(code)
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
