@@ -124,6 +124,13 @@ impl Http {
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// Sends `request` once, with this client's timeouts and no retry: for an
+    /// SDK that retries on its own (the AWS SDK). The body is read whole, up
+    /// to the same limit as [`Http::send`]'s.
+    pub async fn send_once(&self, request: RequestBuilder) -> Result<Reply, reqwest::Error> {
+        send_once(request).await
+    }
 }
 
 async fn send_once(request: RequestBuilder) -> Result<Reply, reqwest::Error> {

@@ -9,6 +9,7 @@
 mod aws_error;
 mod check;
 pub mod hosts;
+mod transport;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use credential_provider::{
 
 use crate::aws_error::AwsFailure;
 use crate::hosts::EcrRegistry;
+use crate::transport::SdkTransport;
 
 /// The service-account annotation that names the role to assume (KEP-4412).
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/ecr-role-arn";
@@ -126,7 +128,7 @@ impl Provider for Ecr {
 
     async fn fetch(&self, plan: &Plan<EcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let target = &plan.target;
-        let sdk = self.sdk_config(target.registry.region()).await;
+        let sdk = self.sdk_config(target.registry.region()).await?;
         let assumed = match (&target.role_arn, &plan.service_account_token) {
             (Some(role), Some(token)) => Some(self.assume_role(&sdk, role, token).await?),
             _ => None,
@@ -172,16 +174,18 @@ impl Provider for Ecr {
 
     async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
         let plan = self.plan(image, None)?;
-        let sdk = self.sdk_config(plan.target.registry.region()).await;
+        let sdk = self.sdk_config(plan.target.registry.region()).await?;
         Ok(check::run(self, &sdk, image, &plan.target.registry).await)
     }
 }
 
 impl Ecr {
-    /// The SDK configuration for `region`, with timeouts and retries sized so
-    /// that a fetch always ends well inside the kubelet's 60 s exec limit.
-    async fn sdk_config(&self, region: &str) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
+    /// The SDK configuration for `region`, on the core's HTTP client, with
+    /// timeouts and retries sized so that a fetch always ends well inside the
+    /// kubelet's 60 s exec limit (the timeouts are the core client's too).
+    async fn sdk_config(&self, region: &str) -> Result<SdkConfig, Error> {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(SdkTransport::new()?.into_shared())
             .region(Region::new(region.to_string()))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -193,7 +197,8 @@ impl Ecr {
             )
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .load()
-            .await
+            .await;
+        Ok(config)
     }
 
     fn ecr_client(
