@@ -80,6 +80,42 @@ struct AzureJson {
     use_federated_workload_identity_extension: bool,
 }
 
+/// The names of the fields of [`AzureJson`], as serde reads them.
+const FIELD_NAMES: &[&str] = &[
+    "cloud",
+    "tenantId",
+    "aadClientId",
+    "aadClientSecret",
+    "useManagedIdentityExtension",
+    "userAssignedIdentityID",
+    "aadFederatedTokenFile",
+    "useFederatedWorkloadIdentityExtension",
+];
+
+/// azure.json's keys renamed to our field names whatever their case, as
+/// upstream's Go decoder matches them (`tenantId` and `tenantID` both occur in
+/// real files); a key spelt exactly as the field wins over one that differs
+/// in case. Keys of no field are dropped: nothing reads them.
+fn with_field_names(json: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(object) = json else {
+        return json;
+    };
+    let mut fields = serde_json::Map::new();
+    let mut exact = Vec::new();
+    for (key, value) in object {
+        let Some(field) = FIELD_NAMES.iter().find(|name| name.eq_ignore_ascii_case(&key)) else {
+            continue;
+        };
+        if key == *field {
+            exact.push(*field);
+            fields.insert(field.to_string(), value);
+        } else if !exact.contains(field) {
+            fields.insert(field.to_string(), value);
+        }
+    }
+    serde_json::Value::Object(fields)
+}
+
 /// The settings in force.
 #[derive(Debug)]
 pub struct AzureConfig {
@@ -100,14 +136,12 @@ impl AzureConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-                serde_json::from_str::<AzureJson>(&text).map_err(|e| {
-                    Error::Config(format!(
-                        "{} is not a usable azure.json (line {}: {})",
-                        path.display(),
-                        e.line(),
-                        kind(&e)
-                    ))
-                })?
+                let unusable = |e: serde_json::Error| {
+                    let place = if e.line() > 0 { format!("line {}: ", e.line()) } else { String::new() };
+                    Error::Config(format!("{} is not a usable azure.json ({place}{})", path.display(), kind(&e)))
+                };
+                let json = serde_json::from_str::<serde_json::Value>(&text).map_err(unusable)?;
+                serde_json::from_value::<AzureJson>(with_field_names(json)).map_err(unusable)?
             }
             None => AzureJson::default(),
         };
@@ -190,6 +224,35 @@ mod tests {
         assert_eq!(config.cloud, Cloud::Public);
         assert_eq!(config.federated_token_file.as_deref(), Some(Path::new("/var/run/token")));
         assert_eq!(config.client_secret.as_ref().map(Secret::expose), Some("s2"));
+    }
+
+    #[test]
+    fn reads_every_field_whatever_the_case_of_its_key() {
+        let config = load(
+            r#"{"CLOUD":"AzureUSGovernmentCloud","tenantID":"t1","AADClientID":"c1","aadclientsecret":"s1",
+                "UserAssignedIdentityId":"u1","AADFederatedTokenFile":"/t"}"#,
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(config.cloud, Cloud::UsGovernment);
+        assert_eq!(config.tenant_id.as_deref(), Some("t1"));
+        assert_eq!(config.client_id.as_deref(), Some("c1"));
+        assert_eq!(config.client_secret.as_ref().map(Secret::expose), Some("s1"));
+        assert_eq!(config.user_assigned_identity.as_deref(), Some("u1"));
+        assert_eq!(config.federated_token_file.as_deref(), Some(Path::new("/t")));
+        let config = load(r#"{"USEMANAGEDIDENTITYEXTENSION":true,"aadClientSecret":"msi"}"#, &[]).expect("loads");
+        assert!(config.use_managed_identity);
+        assert_eq!(config.client_secret.as_ref().map(Secret::expose), None);
+        let config = load(
+            r#"{"useFederatedWorkloadIdentityExtension":false,"UseFederatedWorkloadIdentityExtension":true}"#,
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(config.federated_token_file, None, "nothing names a token file");
+        // The exact spelling wins, whichever comes first.
+        for json in [r#"{"tenantId":"exact","TENANTID":"other"}"#, r#"{"TENANTID":"other","tenantId":"exact"}"#] {
+            assert_eq!(load(json, &[]).expect("loads").tenant_id.as_deref(), Some("exact"), "{json}");
+        }
     }
 
     #[test]

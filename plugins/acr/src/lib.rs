@@ -154,9 +154,14 @@ impl Acr {
                         AzureIdentity::ServiceAccount { tenant_id: tenant_id.clone(), client_id: client_id.clone() };
                     return Ok((identity, Some(token.clone())));
                 }
-                None => tracing::info!(
-                    "the request carries a service-account token but no {CLIENT_ID_ANNOTATION} annotation; using the node's identity"
-                ),
+                // Never the node's identity instead: that would hand every
+                // service account without the annotation the node's rights,
+                // which per-service-account identity exists to prevent.
+                None => {
+                    return Err(Error::Config(format!(
+                        "the request carries a service-account token but the service account has no {CLIENT_ID_ANNOTATION} annotation: annotate it with the client id of the application it pulls as (the node's identity is never used for a service account)"
+                    )));
+                }
             }
         }
         let tenant_and_client = |what: &str| -> Result<(String, String), Error> {
@@ -200,8 +205,10 @@ impl Acr {
 fn parse_mirrors(value: &str) -> Result<BTreeMap<String, String>, Error> {
     let mut mirrors = BTreeMap::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        // Spaces around `:` are ignored, as upstream ignores them.
         let (source, target) = pair
             .rsplit_once(':')
+            .map(|(s, t)| (s.trim(), t.trim()))
             .filter(|(s, t)| !s.is_empty() && !t.is_empty())
             .ok_or_else(|| Error::Usage(format!("--registry-mirror {pair:?} is not SOURCE:TARGET")))?;
         let (source, target) = (source.to_ascii_lowercase(), target.to_ascii_lowercase());
@@ -232,6 +239,10 @@ mod tests {
         assert_eq!(m.get("mcr.microsoft.com").map(String::as_str), Some("myacr.azurecr.io"));
         assert_eq!(m.get("localhost:5000").map(String::as_str), Some("other.azurecr.io"));
         assert!(parse_mirrors("").expect("empty").is_empty());
+        let spaced =
+            parse_mirrors(" aaa.example.com: bbb.azurecr.io, ccc.example.com :ddd.azurecr.io ").expect("spaces");
+        assert_eq!(spaced.get("aaa.example.com").map(String::as_str), Some("bbb.azurecr.io"));
+        assert_eq!(spaced.get("ccc.example.com").map(String::as_str), Some("ddd.azurecr.io"));
         for bad in ["mcr.microsoft.com", "mcr.microsoft.com:evil.io", ":myacr.azurecr.io", "a:"] {
             assert!(parse_mirrors(bad).is_err(), "{bad}");
         }

@@ -150,6 +150,22 @@ fn a_client_secret_from_azure_json_is_exchanged_never_handed_to_the_kubelet() {
 }
 
 #[test]
+fn azure_json_keys_are_read_whatever_their_case() {
+    let clouds = Clouds::start();
+    let secret = clouds.azure.add_secret_app(APP);
+    let plugin = clouds.plugin();
+    // As real files spell them: `tenantID`, and any other case upstream's decoder accepts.
+    let config = azure_json(
+        &plugin,
+        &serde_json::json!({ "Cloud": "AzurePublicCloud", "tenantID": TENANT, "AADClientID": APP, "AADClientSecret": secret }),
+    );
+    let exec = plugin.exec(&[config.to_str().unwrap_or_default()], request(IMAGE).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    assert_eq!(clouds.azure.grants(), vec![(APP.to_string(), "secret".to_string())]);
+    assert_eq!(clouds.registry.exchange_tenants(), vec![Some(TENANT.to_string())]);
+}
+
+#[test]
 fn the_environment_overrides_azure_json_and_the_authority_host_variable_works() {
     let clouds = Clouds::start();
     let secret = clouds.azure.add_secret_app(APP);
@@ -228,15 +244,24 @@ fn a_refused_assertion_never_falls_back_to_the_node() {
 }
 
 #[test]
-fn a_token_without_the_client_annotation_uses_the_node_and_says_so() {
+fn a_token_without_the_client_annotation_is_refused_and_never_uses_the_node() {
     let clouds = Clouds::start();
-    let sa = TestServiceAccount { token: Some(format!("sa-token-{}", nonce())), annotations: BTreeMap::new() };
-    let mut secrets = clouds.secrets();
-    secrets.extend(sa.token.clone());
-    let exec = clouds.plugin().exec(&["-v"], request_json(ApiVersion::V1, IMAGE, Some(&sa), false).as_bytes());
-    expect_accepted(&exec, ApiVersion::V1, IMAGE, &secrets);
-    assert!(exec.stderr.contains("kubernetes.azure.com/acr-client-id"), "{}", exec.stderr);
-    assert_eq!(clouds.azure.grants(), vec![("system".to_string(), "imds".to_string())]);
+    for annotations in
+        [BTreeMap::new(), BTreeMap::from([(acr_credential_provider::CLIENT_ID_ANNOTATION.to_string(), String::new())])]
+    {
+        let sa = TestServiceAccount { token: Some(format!("sa-token-{}", nonce())), annotations };
+        let mut secrets = clouds.secrets();
+        secrets.extend(sa.token.clone());
+        let exec = clouds.plugin().request(&request_json(ApiVersion::V1, IMAGE, Some(&sa), false));
+        expect_rejected(&exec, &secrets);
+        assert_eq!(exec.code, Some(1), "{}", exec.stderr);
+        assert!(exec.stderr.contains("kubernetes.azure.com/acr-client-id"), "{}", exec.stderr);
+    }
+    assert!(clouds.azure.grants().is_empty(), "no identity was asked for a token: {:?}", clouds.azure.grants());
+    assert_eq!(clouds.registry.calls("exchange"), 0);
+    // The same request without a token is the node's, as before.
+    let exec = clouds.plugin().request(&request_json(ApiVersion::V1, IMAGE, None, false));
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
 }
 
 #[test]
@@ -252,6 +277,11 @@ fn a_mirror_gets_its_targets_credential_under_its_own_name() {
     // Without the mirror flag, the same image is not ACR's.
     let exec = plugin.request(&request(image));
     expect_rejected(&exec, &clouds.secrets());
+    // Spaces around `:` and `,`, as upstream's users write them.
+    let spaced = "aaa.example.com: myacr.azurecr.io, mcr.microsoft.com : myacr.azurecr.io";
+    let exec = plugin.exec(&["--registry-mirror", spaced], request(image).as_bytes());
+    let response = expect_accepted(&exec, ApiVersion::V1, image, &clouds.secrets());
+    assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec!["mcr.microsoft.com"]);
     // A mirror target must be ACR.
     let exec = plugin.exec(&["--registry-mirror", "mcr.microsoft.com:evil.io"], request(image).as_bytes());
     expect_rejected(&exec, &clouds.secrets());
