@@ -85,7 +85,9 @@ impl Provider for Ecr {
 
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<EcrTarget>, Error> {
         let unsupported = || Error::UnsupportedRegistry { host: image.registry(), expected: hosts::EXPECTED };
-        if image.port.is_some() {
+        // A registry named with its default port is the same registry (the
+        // auth key keeps the port, as the request spelt it); no other port is ECR's.
+        if image.port.is_some_and(|port| port != 443) {
             return Err(unsupported());
         }
         let registry = EcrRegistry::from_host(&image.host).ok_or_else(unsupported)?;
@@ -119,7 +121,7 @@ impl Provider for Ecr {
         }
         key_parts.extend(self.endpoints.fingerprint());
         Ok(Plan {
-            registry: image.host.clone(),
+            registry: image.registry(),
             service_account_token: role_arn.as_ref().and(token),
             target: EcrTarget { registry, role_arn },
             key_parts,
@@ -201,6 +203,14 @@ impl Ecr {
         Ok(config)
     }
 
+    /// The endpoint override for the service `name`: its SDK variable, ours, or
+    /// the SDK's `AWS_ENDPOINT_URL` for every service. An override (a VPC
+    /// endpoint, a proxy) also serves FIPS and dual-stack registry hosts: it
+    /// says where to go, and the SDK refuses FIPS or dual-stack beside it.
+    fn endpoint_override(&self, name: &str, variable: &str) -> Option<&str> {
+        self.endpoints.get(name, Some(variable)).or_else(|| self.endpoints.get(name, Some("AWS_ENDPOINT_URL")))
+    }
+
     fn ecr_client(
         &self,
         sdk: &SdkConfig,
@@ -208,8 +218,11 @@ impl Ecr {
         dual_stack: bool,
         credentials: Option<aws_sdk_ecr::config::Credentials>,
     ) -> aws_sdk_ecr::Client {
-        let mut config = aws_sdk_ecr::config::Builder::from(sdk).use_fips(fips).use_dual_stack(dual_stack);
-        if let Some(url) = self.endpoints.get("ecr", Some("AWS_ENDPOINT_URL_ECR")) {
+        let endpoint = self.endpoint_override("ecr", "AWS_ENDPOINT_URL_ECR");
+        let mut config = aws_sdk_ecr::config::Builder::from(sdk)
+            .use_fips(fips && endpoint.is_none())
+            .use_dual_stack(dual_stack && endpoint.is_none());
+        if let Some(url) = endpoint {
             config = config.endpoint_url(url);
         }
         if let Some(credentials) = credentials {
@@ -224,8 +237,9 @@ impl Ecr {
         dual_stack: bool,
         credentials: Option<aws_sdk_ecr::config::Credentials>,
     ) -> aws_sdk_ecrpublic::Client {
-        let mut config = aws_sdk_ecrpublic::config::Builder::from(sdk).use_dual_stack(dual_stack);
-        if let Some(url) = self.endpoints.get("ecr-public", Some("AWS_ENDPOINT_URL_ECR_PUBLIC")) {
+        let endpoint = self.endpoint_override("ecr-public", "AWS_ENDPOINT_URL_ECR_PUBLIC");
+        let mut config = aws_sdk_ecrpublic::config::Builder::from(sdk).use_dual_stack(dual_stack && endpoint.is_none());
+        if let Some(url) = endpoint {
             config = config.endpoint_url(url);
         }
         if let Some(credentials) = credentials {

@@ -322,6 +322,45 @@ fn image_flag_accepts_what_a_person_types() {
 }
 
 #[test]
+fn fips_and_dual_stack_hosts_go_through_an_endpoint_override() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    for image in [
+        "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com/team/app",
+        "123456789012.dkr-ecr.us-east-1.on.aws/team/app",
+        "123456789012.dkr-ecr-fips.us-gov-west-1.on.aws/team/app",
+        "ecr-public.aws.com/team/app",
+    ] {
+        let exec = plugin.request(&request(image));
+        let response = expect_accepted(&exec, ApiVersion::V1, image, &aws.secrets());
+        let host = image.split('/').next().unwrap_or_default();
+        assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec![host], "{image}");
+    }
+    assert_eq!(aws.token_calls(), 4, "each through the override, none refused by the SDK");
+    // The SDK's variable for every service is an override too.
+    let mut env: Vec<(String, String)> =
+        aws.env_with_static_keys().into_iter().filter(|(name, _)| name != "AWS_ENDPOINT_URL_ECR").collect();
+    env.push(("AWS_ENDPOINT_URL".into(), aws.url()));
+    let global = PluginUnderTest::new(BINARY).with_env(env);
+    let image = "123456789012.dkr.ecr-fips.us-west-2.amazonaws.com/team/app";
+    expect_accepted(&global.request(&request(image)), ApiVersion::V1, image, &aws.secrets());
+}
+
+#[test]
+fn a_registry_named_with_its_default_port_is_the_same_registry() {
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    for image in ["123456789012.dkr.ecr.us-east-1.amazonaws.com:443/team/app", "public.ecr.aws:443/team/app"] {
+        let response = expect_accepted(&plugin.request(&request(image)), ApiVersion::V1, image, &aws.secrets());
+        let host = image.split('/').next().unwrap_or_default();
+        assert_eq!(response.auth.keys().collect::<Vec<_>>(), vec![host], "the key as the request spelt it");
+    }
+    let exec = plugin.request(&request("123456789012.dkr.ecr.us-east-1.amazonaws.com:5000/team/app"));
+    expect_rejected(&exec, &aws.secrets());
+    assert_eq!(exec.code, Some(1));
+}
+
+#[test]
 fn refresh_renews_stale_entries_so_execs_stay_offline() {
     let aws = FakeAws::start();
     aws.set_token_lifetime(Duration::from_secs(6));
