@@ -91,17 +91,21 @@ enum Command {
 /// Runs a plugin and exits the process with its exit code.
 pub fn run<P: Provider>() -> ! {
     logging::install_panic_hook(P::BINARY);
-    let args = upstream_args_rewritten::<P>(std::env::args_os().collect());
-    logging::exit(P::BINARY, run_with_args::<P>(args))
+    logging::exit(P::BINARY, run_with_args::<P>(std::env::args_os().collect()))
+}
+
+/// The plugin's command line: the shared flags, the plugin's own, the subcommands.
+fn command<P: Provider>() -> clap::Command {
+    Cli::<P::Args>::command().name(P::BINARY).bin_name(P::BINARY).about(P::ABOUT).version(env!("CARGO_PKG_VERSION"))
 }
 
 /// The command line with the upstream plugin's spellings made ours: its
-/// subcommand that means "answer a request" dropped (`get-credentials`), and
-/// its single-dash long flags given their second dash (`-config FILE`).
-fn upstream_args_rewritten<P: Provider>(mut args: Vec<OsString>) -> Vec<OsString> {
-    if args.get(1).is_some_and(|first| P::COMPAT_SUBCOMMANDS.iter().any(|name| first == name)) {
-        args.remove(1);
-    }
+/// single-dash long flags given their second dash (`-config FILE`, as Go's
+/// `flag` package allows), and its subcommand that means "answer a request"
+/// (`get-credentials`) dropped wherever a subcommand may stand, that is as
+/// the first argument that is neither a flag nor a flag's value
+/// (`--cache-dir DIR get-credentials --authFlow gcr`).
+fn upstream_args_rewritten<P: Provider>(mut args: Vec<OsString>, command: &clap::Command) -> Vec<OsString> {
     for arg in args.iter_mut().skip(1) {
         let Some(text) = arg.to_str() else { continue };
         let single_dash = P::COMPAT_SINGLE_DASH_FLAGS.iter().any(|flag| {
@@ -113,11 +117,38 @@ fn upstream_args_rewritten<P: Provider>(mut args: Vec<OsString>) -> Vec<OsString
             *arg = format!("-{text}").into();
         }
     }
+    let takes_value = |is: &dyn Fn(&clap::Arg) -> bool| {
+        command.get_arguments().find(|arg| is(arg)).is_some_and(|arg| arg.get_action().takes_values())
+    };
+    let mut index = 1;
+    while let Some(text) = args.get(index).and_then(|arg| arg.to_str()) {
+        let skip = if text == "--" {
+            break;
+        } else if let Some(long) = text.strip_prefix("--") {
+            // `--flag value`, not `--flag=value`.
+            !long.contains('=') && takes_value(&|arg| arg.get_long() == Some(long))
+        } else if let Some(short) = text.strip_prefix('-').filter(|rest| !rest.is_empty()) {
+            // `-a value`, not `-avalue` nor a cluster such as `-vv`.
+            let mut letters = short.chars();
+            match (letters.next(), letters.next()) {
+                (Some(letter), None) => takes_value(&|arg| arg.get_short() == Some(letter)),
+                _ => false,
+            }
+        } else {
+            if P::COMPAT_SUBCOMMANDS.contains(&text) {
+                args.remove(index);
+            }
+            break;
+        };
+        index += if skip { 2 } else { 1 };
+    }
     args
 }
 
 fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
-    let Some(cli) = parse::<P>(args)? else {
+    let command = command::<P>();
+    let args = upstream_args_rewritten::<P>(args, &command);
+    let Some(cli) = parse::<P>(command, args)? else {
         return Ok(());
     };
     logging::init(cli.verbose, P::BINARY);
@@ -162,12 +193,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
 
 /// The command line, parsed; `None` when it asked for `--help` or
 /// `--version`, which are printed here.
-fn parse<P: Provider>(args: Vec<OsString>) -> Result<Option<Cli<P::Args>>, Error> {
-    let command = Cli::<P::Args>::command()
-        .name(P::BINARY)
-        .bin_name(P::BINARY)
-        .about(P::ABOUT)
-        .version(env!("CARGO_PKG_VERSION"));
+fn parse<P: Provider>(command: clap::Command, args: Vec<OsString>) -> Result<Option<Cli<P::Args>>, Error> {
     let matches = match command.try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => {

@@ -43,27 +43,38 @@ pub fn login_for(document: &str, image: &str, source: &str) -> Result<(String, S
     keys.sort_by_key(|k| std::cmp::Reverse(schemeless(k)));
     let key = keys.first().ok_or_else(|| Error::cloud(source, format!("holds no login for {image}")))?;
     let entry = &entries[*key];
-    let (username, password) = match (&entry.username, &entry.password, &entry.auth) {
-        (Some(user), Some(password), _) if !user.is_empty() && !password.is_empty() => (user.clone(), password.clone()),
-        (_, _, Some(auth)) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(auth.trim())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-                .ok_or_else(|| Error::cloud(source, format!("the auth of {key} is not base64 of user:password")))?;
-            let decoded = Secret::new(decoded);
-            let (user, password) = decoded
-                .expose()
-                .split_once(':')
-                .ok_or_else(|| Error::cloud(source, format!("the auth of {key} is not base64 of user:password")))?;
+    // As the kubelet reads an entry: a non-empty `auth` wins over `username`
+    // and `password`, and an `auth` that does not decode makes the entry invalid.
+    let (username, password) = match (&entry.auth, &entry.username, &entry.password) {
+        (Some(auth), _, _) if !auth.is_empty() => {
+            let invalid = || Error::cloud(source, format!("the auth of {key} is not base64 of user:password"));
+            let decoded = Secret::new(decode_auth(auth).ok_or_else(invalid)?);
+            let (user, password) = decoded.expose().split_once(':').ok_or_else(invalid)?;
             (user.to_string(), password.to_string())
         }
+        (_, Some(user), Some(password)) => (user.clone(), password.clone()),
         _ => return Err(Error::cloud(source, format!("the login of {key} has no username and password"))),
     };
     if username.is_empty() || password.is_empty() {
         return Err(Error::cloud(source, format!("the login of {key} is empty")));
     }
     Ok((username, Secret::new(password)))
+}
+
+/// An `auth` field decoded as the kubelet decodes it: standard base64, padded
+/// when it ends in `=` and unpadded otherwise, line breaks ignored (Go's
+/// decoder skips them), anything else stray (a space, say) refused.
+fn decode_auth(auth: &str) -> Option<String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let text: String = auth.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    // Go's decoder (not in strict mode) also accepts non-zero trailing bits.
+    let config = GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true);
+    let config = match auth.trim().ends_with('=') {
+        true => config.with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+        false => config.with_decode_padding_mode(DecodePaddingMode::RequireNone),
+    };
+    let decoded = GeneralPurpose::new(&base64::alphabet::STANDARD, config).decode(text).ok()?;
+    String::from_utf8(decoded).ok()
 }
 
 #[cfg(test)]
@@ -87,6 +98,31 @@ mod tests {
         let (user, password) = login_for(&document, "gcr.io/other/app", "google-dockercfg").expect("login");
         assert_eq!((user.as_str(), password.expose()), ("_json_key", "outer"));
         assert!(login_for(&document, "eu.gcr.io/x", "google-dockercfg").is_err());
+    }
+
+    #[test]
+    fn decodes_auth_as_the_kubelet_does() {
+        assert_eq!(decode_auth("dXNlcjpwYXNz").as_deref(), Some("user:pass"), "unpadded");
+        assert_eq!(decode_auth("dXNlcjpwYXNzd29yZA==").as_deref(), Some("user:password"), "padded");
+        assert_eq!(decode_auth("dXNlcjpw\r\nYXNz").as_deref(), Some("user:pass"), "line breaks are skipped");
+        for stray in ["dXNlcjpwYXNz ", " dXNlcjpwYXNz", "dXNlcjpw YXNz", "dXNlcjpwYXNzd29yZA=", "dXNlcjpwYXNz=="] {
+            assert_eq!(decode_auth(stray), None, "{stray:?}");
+        }
+    }
+
+    #[test]
+    fn auth_wins_over_username_and_password() {
+        let document = serde_json::json!({
+            "gcr.io": { "auth": b64("from-auth:pw1"), "username": "from-fields", "password": "pw2" },
+            "us.gcr.io": { "auth": "", "username": "from-fields", "password": "pw2" },
+            "eu.gcr.io": { "auth": format!("{} ", b64("u:p")), "username": "from-fields", "password": "pw2" },
+        })
+        .to_string();
+        let (user, password) = login_for(&document, "gcr.io/a", "s").expect("login");
+        assert_eq!((user.as_str(), password.expose()), ("from-auth", "pw1"));
+        let (user, _) = login_for(&document, "us.gcr.io/a", "s").expect("an empty auth is no auth");
+        assert_eq!(user, "from-fields");
+        assert!(login_for(&document, "eu.gcr.io/a", "s").is_err(), "a stray space makes the entry invalid");
     }
 
     #[test]

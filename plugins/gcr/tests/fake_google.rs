@@ -313,6 +313,37 @@ fn the_dockercfg_flows_read_the_instance_attributes() {
 }
 
 #[test]
+fn a_dockercfg_auth_is_decoded_as_the_kubelet_decodes_it() {
+    use base64::Engine as _;
+    let google = FakeGoogle::start();
+    let password = format!("dockercfg-password-{}", nonce());
+    let auth = base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("_json_key:{password}"));
+    let (head, tail) = auth.split_at(auth.len() / 2);
+    // Unpadded and broken over lines, beside username/password fields it wins over.
+    let document = serde_json::json!({
+        "gcr.io": { "auth": format!("{head}\r\n{tail}"), "username": "ignored", "password": "ignored-password" },
+    })
+    .to_string();
+    google.set_attribute("google-dockercfg", &document);
+    let plugin = plugin(&google);
+    let mut secrets = google.secrets();
+    secrets.extend([password.clone(), auth.clone()]);
+    let exec = plugin.exec(&["--authFlow=dockercfg"], request(GCR).as_bytes());
+    let response = expect_accepted(&exec, ApiVersion::V1, GCR, &secrets);
+    assert_eq!(response.auth[host(GCR)].username, "_json_key");
+    assert_eq!(response.auth[host(GCR)].password, password);
+    // A stray space makes the entry invalid: an error, not the fields beside it.
+    let document = serde_json::json!({
+        "gcr.io": { "auth": format!("{auth} "), "username": "ignored", "password": "ignored-password" },
+    })
+    .to_string();
+    google.set_attribute("google-dockercfg", &document);
+    let exec = plugin.exec(&["--authFlow=dockercfg", "--no-cache"], request(GCR).as_bytes());
+    expect_rejected(&exec, &secrets);
+    assert!(exec.stderr.contains("is not base64 of user:password"), "{}", exec.stderr);
+}
+
+#[test]
 fn the_upstream_command_line_and_cache_variables_work() {
     let google = FakeGoogle::start();
     let plugin =
@@ -321,6 +352,28 @@ fn the_upstream_command_line_and_cache_variables_work() {
     let response = expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
     assert_eq!(response.cache_duration.as_deref(), Some("5m0s"));
     assert_eq!(response.cache_key_type, "Image");
+
+    // `get-credentials` wherever a subcommand may stand: after flags and their values.
+    let cache_dir = plugin.home().join("other-cache");
+    let cache_dir = cache_dir.to_str().unwrap_or_default();
+    for args in [
+        vec!["--cache-dir", cache_dir, "get-credentials"],
+        vec!["--v=3", "get-credentials", "--authFlow=gcr"],
+        vec!["-v", "--authFlow", "gcr", "get-credentials"],
+        vec!["-a", "gcr", "--no-cache", "get-credentials", "--v", "2"],
+    ] {
+        let exec = plugin.exec(&args, request(GCR).as_bytes());
+        expect_accepted(&exec, ApiVersion::V1, GCR, &google.secrets());
+    }
+    assert!(std::path::Path::new(cache_dir).is_dir(), "--cache-dir before get-credentials was obeyed");
+    // Anything else where a subcommand stands is still refused, with no answer.
+    for args in
+        [vec!["get-credential"], vec!["--authFlow", "gcr", "refresh-credentials"], vec!["gcr", "get-credentials"]]
+    {
+        let exec = plugin.exec(&args, request(GCR).as_bytes());
+        expect_rejected(&exec, &google.secrets());
+        assert_eq!(exec.code, Some(1), "{args:?}: {}", exec.stderr);
+    }
 
     let bad = plugin.with_env([("KUBE_SIDECAR_CACHE_TYPE", "pod")]);
     let exec = bad.request(&request(GCR));
