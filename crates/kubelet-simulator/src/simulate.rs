@@ -99,20 +99,30 @@ pub fn simulate(
     timeout: Duration,
     show_secrets: bool,
 ) -> Simulation {
-    let mut reports = Vec::new();
-    let mut credentials = Vec::new();
-    for provider in providers {
-        let outcome = run_provider(provider, bin_dir, image, service_account, timeout);
-        if let ProviderOutcome::Answered { response, kubelet_cache_seconds, .. } = &outcome {
-            // The kubelet's keyring: the entries whose key matches the image,
-            // the most specific (reverse lexical order) first.
-            let mut keys: Vec<&String> =
-                response.auth.keys().filter(|key| RegistryPattern::parse_auth_key(key).matches(image)).collect();
-            keys.sort_by(|a, b| b.cmp(a));
-            for key in keys {
+    let reports: Vec<ProviderReport> = providers
+        .iter()
+        .map(|provider| ProviderReport {
+            name: provider.spec.name.clone(),
+            api_version: provider.api_version.as_str().to_string(),
+            outcome: run_provider(provider, bin_dir, image, service_account, timeout),
+        })
+        .collect();
+    let answers: Vec<_> = reports
+        .iter()
+        .filter_map(|report| match &report.outcome {
+            ProviderOutcome::Answered { response, kubelet_cache_seconds, .. } => {
+                Some((&report.name, response, *kubelet_cache_seconds))
+            }
+            _ => None,
+        })
+        .collect();
+    let tried = |default_registry: bool| -> Vec<TriedCredential> {
+        let mut tried = Vec::new();
+        for (provider, response, kubelet_cache_seconds) in &answers {
+            for key in keyring_lookup(response.auth.keys(), image, default_registry) {
                 let auth = &response.auth[key];
-                credentials.push(TriedCredential {
-                    provider: provider.spec.name.clone(),
+                tried.push(TriedCredential {
+                    provider: (*provider).clone(),
                     auth_key: key.clone(),
                     username: auth.username.clone(),
                     password: if show_secrets { auth.password.clone() } else { redacted(&auth.password) },
@@ -120,13 +130,57 @@ pub fn simulate(
                 });
             }
         }
-        reports.push(ProviderReport {
-            name: provider.spec.name.clone(),
-            api_version: provider.api_version.as_str().to_string(),
-            outcome,
-        });
+        tried
+    };
+    // Only when no key matches at all does the kubelet fall back to Docker
+    // Hub's credentials, for an image that Docker Hub serves.
+    let mut credentials = tried(false);
+    if credentials.is_empty() {
+        credentials = tried(true);
     }
     Simulation { image: image.to_string(), providers: reports, credentials }
+}
+
+/// The kubelet's keyring over one provider's auth keys: with `default_registry`
+/// false, the keys that match `image` by the glob rules, the most specific
+/// (reverse lexical) first; with it true, the keys that name Docker Hub's
+/// default registry, if `image` is one Docker Hub serves.
+fn keyring_lookup<'a>(keys: impl Iterator<Item = &'a String>, image: &str, default_registry: bool) -> Vec<&'a String> {
+    let mut found: Vec<&String> = if default_registry {
+        if !is_default_registry_image(image) {
+            return Vec::new();
+        }
+        keys.filter(|key| keyring_key(key) == DEFAULT_REGISTRY_HOST).collect()
+    } else {
+        keys.filter(|key| RegistryPattern::parse_auth_key(key).matches(image)).collect()
+    };
+    found.sort_by(|a, b| b.cmp(a));
+    found
+}
+
+/// The host under which the kubelet's keyring files Docker Hub's credentials.
+const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
+
+/// An auth key as the kubelet's keyring files it: no scheme, and a `/v1/` or
+/// `/v2/` path (or none) meaning the whole host (`https://index.docker.io/v1/`
+/// is `index.docker.io`).
+fn keyring_key(key: &str) -> &str {
+    let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let (host, path) = key.find('/').map_or((key, ""), |slash| key.split_at(slash));
+    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") { &path[3..] } else { path };
+    if path.is_empty() || path == "/" { host } else { key }
+}
+
+/// Whether Docker Hub serves `image`, by the kubelet's reading of its name:
+/// no registry host in front (`foo`, `foo/bar`: a first part with no `.` or
+/// `:`), or `docker.io` or `index.docker.io` in front.
+fn is_default_registry_image(image: &str) -> bool {
+    let (first, rest) = image.split_once('/').map_or((image, None), |(first, rest)| (first, Some(rest)));
+    match rest {
+        _ if first.is_empty() => false,
+        None => true,
+        Some(_) => first == "docker.io" || first == DEFAULT_REGISTRY_HOST || !first.contains(['.', ':']),
+    }
 }
 
 fn redacted(secret: &str) -> String {
@@ -347,4 +401,36 @@ fn run(
         stderr: stderr.join().unwrap_or_default(),
         timed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_images_as_the_kubelet_reads_them() {
+        for image in ["foo", "foo/bar", "docker.io/foo/bar", "index.docker.io/foo/bar", "localhost/foo"] {
+            assert!(is_default_registry_image(image), "{image}");
+        }
+        for image in ["", "registry.tld/foo/bar", "registry:5000/foo/bar", "myhostdocker.io/foo/bar", "/foo"] {
+            assert!(!is_default_registry_image(image), "{image}");
+        }
+    }
+
+    #[test]
+    fn docker_hub_keys_serve_every_docker_hub_spelling_when_nothing_else_matches() {
+        let keys: Vec<String> =
+            ["https://index.docker.io/v1/", "index.docker.io", "http://index.docker.io/v2/", "quay.io"]
+                .map(String::from)
+                .to_vec();
+        for image in ["foo", "foo/bar", "docker.io/foo/bar", "index.docker.io/foo/bar", "docker.io/library/nginx"] {
+            assert!(keyring_lookup(keys.iter(), image, false).iter().all(|k| k.contains("index.docker.io")));
+            let fallback = keyring_lookup(keys.iter(), image, true);
+            assert_eq!(fallback.len(), 3, "{image}: {fallback:?}");
+        }
+        assert!(keyring_lookup(keys.iter(), "quay.io/foo", true).is_empty(), "not Docker Hub's image");
+        let docker_io = vec!["docker.io".to_string(), "index.docker.io/team".to_string()];
+        assert_eq!(keyring_lookup(docker_io.iter(), "docker.io/foo/bar", false), vec!["docker.io"]);
+        assert!(keyring_lookup(docker_io.iter(), "foo/bar", true).is_empty(), "only the whole host is the default");
+    }
 }

@@ -239,6 +239,29 @@ fn service_account_tokens_follow_the_token_attributes() {
 }
 
 #[test]
+fn docker_hub_credentials_serve_every_docker_hub_image_as_the_kubelet_finds_them() {
+    for key in ["https://index.docker.io/v1/", "index.docker.io"] {
+        let node = Node::new();
+        node.write_config(&provider("hub", "docker.io", ""));
+        node.plugin("hub", &answer(&format!(r#"{{"{key}":{{"username":"hub-user","password":"pw-hub"}}}}"#), ""));
+        for image in ["foo", "foo/bar", "docker.io/foo/bar", "nginx:1.27"] {
+            let run = node.simulate(image, &["--output", "json"]);
+            assert_eq!(run.code, Some(0), "{key} for {image}: {}{}", run.stdout, run.stderr);
+            let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+            assert_eq!(json["credentials"][0]["authKey"], key, "{image}");
+            assert_eq!(json["credentials"][0]["username"], "hub-user", "{image}");
+        }
+    }
+    // Not for an image on another registry, even one the provider was run for.
+    let node = Node::new();
+    node.write_config(&provider("hub", "*.example.com", ""));
+    node.plugin("hub", &answer(r#"{"https://index.docker.io/v1/":{"username":"hub-user","password":"pw-hub"}}"#, ""));
+    let run = node.simulate("r.example.com/app", &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("none: the pull would go without credentials"), "{}", run.stdout);
+}
+
+#[test]
 fn unmatched_providers_are_not_run_and_an_unmatched_image_fails() {
     let node = Node::new();
     node.write_config(&provider("p", "other.example.com", ""));
