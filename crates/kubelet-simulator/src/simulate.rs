@@ -429,7 +429,7 @@ mod tests {
             assert_eq!(fallback.len(), 3, "{image}: {fallback:?}");
         }
         assert!(keyring_lookup(keys.iter(), "quay.io/foo", true).is_empty(), "not Docker Hub's image");
-        let docker_io = vec!["docker.io".to_string(), "index.docker.io/team".to_string()];
+        let docker_io = ["docker.io".to_string(), "index.docker.io/team".to_string()];
         assert_eq!(keyring_lookup(docker_io.iter(), "docker.io/foo/bar", false), vec!["docker.io"]);
         assert!(keyring_lookup(docker_io.iter(), "foo/bar", true).is_empty(), "only the whole host is the default");
     }
