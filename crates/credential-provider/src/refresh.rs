@@ -28,6 +28,20 @@ const EXPIRED_ENTRY_GRACE_SECS: u64 = 3600;
 /// A temp file this old belongs to no live writer: a write takes milliseconds.
 const ABANDONED_TEMP_FILE_AGE: Duration = Duration::from_secs(600);
 
+/// The shortest period `--every` accepts: a loop tighter than this would
+/// only spin (and renewals happen at half a credential's life, minutes at the
+/// least).
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
+
+/// `--every`'s value: a duration such as `5m`, at least [`MIN_PERIOD`].
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let period = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration such as 5m ({e})"))?;
+    if period < MIN_PERIOD {
+        return Err(format!("{text:?} is too short: renew at most every {}s", MIN_PERIOD.as_secs()));
+    }
+    Ok(period)
+}
+
 /// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,6 +97,15 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
         if entry.freshness(now) != Freshness::Fresh {
             due.push(entry);
         }
+    }
+    if due.is_empty() {
+        // Said once per pass, so that a loop that renews nothing is not mistaken for a stuck one.
+        let cached = cache.entries(P::NAME).len();
+        match cached {
+            0 => eprintln!("{}: nothing to renew: no credential of this plugin is cached", P::BINARY),
+            n => eprintln!("{}: nothing to renew: {n} cached credential(s), none past its refresh point", P::BINARY),
+        }
+        return 0;
     }
     let queue = Mutex::new(due);
     let failed = Mutex::new(0usize);
@@ -156,6 +179,16 @@ fn jittered(period: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_below_a_second_are_refused() {
+        assert_eq!(parse_period("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_period("1s"), Ok(Duration::from_secs(1)));
+        for short in ["0s", "500ms", "0"] {
+            assert!(parse_period(short).is_err(), "{short}");
+        }
+        assert!(parse_period("soon").is_err());
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

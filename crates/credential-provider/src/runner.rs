@@ -82,8 +82,8 @@ enum Command {
     },
     /// Renew every cached credential that is past its refresh point.
     Refresh {
-        /// Keep running, renewing every DURATION (e.g. 5m) with a little jitter.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        /// Keep running, renewing every DURATION (at least 1s; e.g. 5m) with a little jitter.
+        #[arg(long, value_name = "DURATION", value_parser = crate::refresh::parse_period)]
         every: Option<Duration>,
     },
 }

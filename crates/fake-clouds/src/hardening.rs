@@ -40,6 +40,7 @@ pub fn check_all(subject: &Subject) {
     corrupt_entries_are_replaced(subject);
     killed_processes_leave_a_usable_cache(subject);
     repeats_are_cache_hits(subject);
+    refresh_says_what_it_did_not_do(subject);
 }
 
 fn host(image: &str) -> &str {
@@ -263,4 +264,32 @@ pub fn repeats_are_cache_hits(subject: &Subject) {
     };
     drop(held);
     assert!(status.success(), "--help exits 0");
+}
+
+/// `refresh` on an empty cache, and on one where nothing is due, says there
+/// was nothing to renew (once), exits 0 and calls no cloud; a period under a
+/// second is refused as a command-line error.
+pub fn refresh_says_what_it_did_not_do(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    let before = (subject.token_calls)();
+    let empty = plugin.exec(&["refresh"], b"");
+    assert_eq!(empty.code, Some(0), "{}", empty.stderr);
+    assert_eq!(empty.stderr.matches("nothing to renew").count(), 1, "{}", empty.stderr);
+    assert!(empty.stderr.contains("no credential of this plugin is cached"), "{}", empty.stderr);
+    expect_accepted(
+        &plugin.request(&request_json(ApiVersion::V1, subject.image, None, false)),
+        ApiVersion::V1,
+        subject.image,
+        &(subject.secrets)(),
+    );
+    let fresh = plugin.exec(&["refresh"], b"");
+    assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
+    assert!(fresh.stderr.contains("nothing to renew: 1 cached credential(s), none past"), "{}", fresh.stderr);
+    assert_eq!((subject.token_calls)(), before + 1, "only the request's fetch");
+    for short in ["0s", "500ms"] {
+        let exec = plugin.exec(&["refresh", "--every", short], b"");
+        assert_eq!(exec.code, Some(1), "--every {short}: {}", exec.stderr);
+        assert!(exec.stderr.contains("too short") && exec.stderr.lines().count() == 1, "{}", exec.stderr);
+    }
 }

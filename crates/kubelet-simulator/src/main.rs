@@ -70,7 +70,15 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Exit 1 on a command-line error, as every binary of the workspace
+        // does (clap's own exit code is 2); 0 for --help and --version.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     let providers = match config::load(&cli.config) {
         Ok(providers) => providers,
         Err(errors) => {

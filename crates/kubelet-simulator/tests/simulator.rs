@@ -290,6 +290,18 @@ fn an_invalid_config_is_one_line_per_problem_with_file_line_and_field() {
     assert_eq!(json["errors"][0]["line"], 4);
 }
 
+#[test]
+fn a_command_line_error_exits_1_as_every_binary_of_the_workspace_does() {
+    for args in [vec![], vec!["--no-such-flag"], vec!["--image-credential-provider-config", "c.yaml", "--image", "x"]] {
+        let run = run(&args);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+    }
+    let help = run(&["--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("--image-credential-provider-config"), "{}", help.stdout);
+}
+
 /// Every kubelet config under examples/.
 fn example_configs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");

@@ -121,12 +121,21 @@ pub struct OciProfile {
 }
 
 /// The OCI CLI config file: `--config-file`, `OCI_CLI_CONFIG_FILE`,
-/// `OCI_CONFIG_FILE`, else `~/.oci/config`.
-pub fn config_file(flag: Option<&Path>, lookup: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf)
-        .or_else(|| lookup("OCI_CLI_CONFIG_FILE").map(PathBuf::from))
-        .or_else(|| lookup("OCI_CONFIG_FILE").map(PathBuf::from))
-        .or_else(|| lookup("HOME").map(|home| Path::new(&home).join(".oci/config")))
+/// `OCI_CONFIG_FILE`, else `~/.oci/config`; with what named it, `None` for
+/// the default (which may well not exist: then the node is an instance).
+pub fn config_file(
+    flag: Option<&Path>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, Option<&'static str>)> {
+    if let Some(path) = flag {
+        return Some((path.to_path_buf(), Some("--config-file")));
+    }
+    for variable in ["OCI_CLI_CONFIG_FILE", "OCI_CONFIG_FILE"] {
+        if let Some(path) = lookup(variable) {
+            return Some((PathBuf::from(path), Some(variable)));
+        }
+    }
+    lookup("HOME").map(|home| (Path::new(&home).join(".oci/config"), None))
 }
 
 impl OciProfile {

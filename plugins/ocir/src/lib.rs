@@ -188,33 +188,29 @@ fn resource_principal_key_parts() -> Vec<String> {
 }
 
 impl Ocir {
-    /// The OCI CLI config file in force, whether it exists or not.
-    fn oci_config_file(&self) -> Option<PathBuf> {
-        config::config_file(self.args.config_file.as_deref(), env_value)
-    }
-
     fn choose_principal(&self) -> Result<Principal, Error> {
-        let user = || -> Option<Principal> {
-            let config_file = self.oci_config_file()?;
-            let profile = self
-                .args
-                .profile
-                .clone()
-                .or_else(|| env_value("OCI_CLI_PROFILE"))
-                .unwrap_or_else(|| "DEFAULT".to_string());
-            Some(Principal::User { config_file, profile })
+        let profile = || {
+            self.args.profile.clone().or_else(|| env_value("OCI_CLI_PROFILE")).unwrap_or_else(|| "DEFAULT".to_string())
         };
+        let config_file = config::config_file(self.args.config_file.as_deref(), env_value);
         match self.settings.auth_method {
             Some(AuthMethod::ResourcePrincipal) => Ok(Principal::Resource),
             Some(AuthMethod::InstancePrincipal) => Ok(Principal::Instance),
-            Some(AuthMethod::UserPrincipal) => {
-                user().ok_or_else(|| Error::Config("USER_PRINCIPAL needs an OCI config file (--config-file)".into()))
-            }
+            Some(AuthMethod::UserPrincipal) => match config_file {
+                Some((config_file, _)) => Ok(Principal::User { config_file, profile: profile() }),
+                None => Err(Error::Config("USER_PRINCIPAL needs an OCI config file (--config-file)".into())),
+            },
             None if env_value("OCI_RESOURCE_PRINCIPAL_VERSION").is_some() => Ok(Principal::Resource),
-            None => match user() {
-                Some(Principal::User { config_file, profile }) if config_file.is_file() => {
-                    Ok(Principal::User { config_file, profile })
+            None => match config_file {
+                Some((config_file, _)) if config_file.is_file() => {
+                    Ok(Principal::User { config_file, profile: profile() })
                 }
+                // A file the user named is read, or the exec fails: the
+                // instance principal instead would be the wrong identity.
+                Some((config_file, Some(named_by))) => Err(Error::Config(format!(
+                    "the OCI config file {} ({named_by}) is not a readable file; fix the path, or drop {named_by} to use the instance principal",
+                    config_file.display()
+                ))),
                 _ => Ok(Principal::Instance),
             },
         }

@@ -106,6 +106,26 @@ fn a_user_principal_from_the_oci_cli_config() {
 }
 
 #[test]
+fn a_named_oci_config_that_cannot_be_read_fails_instead_of_using_the_instance() {
+    let clouds = Clouds::start();
+    let plugin = clouds.plugin();
+    let missing = plugin.home().join("nonexistent-config");
+    let missing = missing.to_str().unwrap_or_default();
+    let named = [
+        (plugin.exec(&["--config-file", missing], request(IMAGE).as_bytes()), "--config-file"),
+        (clouds.plugin().with_env([("OCI_CLI_CONFIG_FILE", missing)]).request(&request(IMAGE)), "OCI_CLI_CONFIG_FILE"),
+        (clouds.plugin().with_env([("OCI_CONFIG_FILE", missing)]).request(&request(IMAGE)), "OCI_CONFIG_FILE"),
+    ];
+    for (exec, named_by) in named {
+        expect_rejected(&exec, &clouds.secrets());
+        assert_eq!(exec.code, Some(1), "{}", exec.stderr);
+        assert!(exec.stderr.contains(missing) && exec.stderr.contains(named_by), "{}", exec.stderr);
+    }
+    assert_eq!(clouds.oci.calls("auth:x509"), 0, "never the instance principal instead");
+    assert!(clouds.registry.docker_token_principals().is_empty());
+}
+
+#[test]
 fn an_oci_config_that_appears_is_used_by_the_very_next_exec() {
     let clouds = Clouds::start();
     let plugin = clouds.plugin();
