@@ -5,8 +5,9 @@
 //! (`ocir.us-ashburn-1.oci.oraclecloud.com`), which Oracle now recommends. The
 //! whole host must match, so that a signed request never reaches a lookalike.
 
-/// The realm domains of the `ocir.<region>.oci.<domain>` form.
-const REALM_DOMAINS: &[&str] = &["oraclecloud.com", "oraclecloud.eu", "oraclegovcloud.com", "oraclegovcloud.uk"];
+/// The realm domains of the `ocir.<region>.oci.<domain>` form, beside the
+/// numbered realms' `oraclecloud<N>.com`.
+pub const REALM_DOMAINS: &[&str] = &["oraclecloud.com", "oraclecloud.eu", "oraclegovcloud.com", "oraclegovcloud.uk"];
 
 /// What the plugin says when a host is not OCIR.
 pub const EXPECTED: &str = "expected <region key>.ocir.io (e.g. iad.ocir.io) or ocir.<region>.oci.<realm domain> (e.g. ocir.us-ashburn-1.oci.oraclecloud.com)";

@@ -2,18 +2,28 @@
 
 use credential_provider::matching::urls_match;
 use fake_clouds::examples::match_images;
-use ocir_credential_provider::hosts::is_ocir_host;
+use ocir_credential_provider::hosts::{REALM_DOMAINS, is_ocir_host};
 
 #[test]
 fn the_example_covers_both_host_forms_and_no_lookalike() {
     let patterns = match_images("ocir/credential-provider-config.yaml");
-    for image in ["iad.ocir.io/ns/app", "fra.ocir.io/ns/app", "ocir.us-ashburn-1.oci.oraclecloud.com/ns/app"] {
+    // Every realm the host recognizer knows, and the numbered ones.
+    let mut images: Vec<String> = REALM_DOMAINS.iter().map(|d| format!("ocir.us-region-1.oci.{d}/ns/app")).collect();
+    images.extend(
+        ["iad.ocir.io", "fra.ocir.io", "ocir.us-somewhere-1.oci.oraclecloud8.com", "ocir.eu-x-2.oci.oraclecloud10.com"]
+            .map(|host| format!("{host}/ns/app")),
+    );
+    for image in &images {
         let host = image.split('/').next().unwrap_or_default();
         assert!(is_ocir_host(host), "the plugin serves {host}");
         assert!(patterns.iter().any(|p| urls_match(p, image)), "no matchImages entry sends {image}");
     }
-    for image in ["iad.ocir.io.evil.com/x", "evil.com/iad.ocir.io/x", "ocir.us-ashburn-1.oci.oraclecloud.com.evil.io/x"]
-    {
+    for image in [
+        "iad.ocir.io.evil.com/x",
+        "evil.com/iad.ocir.io/x",
+        "ocir.us-ashburn-1.oci.oraclecloud.com.evil.io/x",
+        "ocir.us-ashburn-1.oci.oraclecloudevil.com/x",
+    ] {
         assert!(!patterns.iter().any(|p| urls_match(p, image)), "{image} must not reach the plugin");
     }
 }

@@ -63,7 +63,8 @@ fn show(plugin: &PluginUnderTest, args: &[&str], stdin: &str, secrets: &dyn Fn()
     if !args.is_empty() {
         println!("args  : {}", args.join(" "));
     }
-    println!("exit  : {:?} in {:.1} ms", exec.code, elapsed.as_secs_f64() * 1000.0);
+    let status = exec.code.map_or_else(|| "killed by a signal".to_string(), |code| code.to_string());
+    println!("exit  : {status} in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
     if !exec.stdout.is_empty() {
         println!("stdout: {}", redact(exec.stdout.trim_end(), &secrets()));
     }
@@ -286,24 +287,63 @@ fn ocir(binary: &Path) {
 }
 
 fn simulator(binary: &Path, bin_dir: &Path) {
-    heading("kubelet-simulator: the example configs (as one config directory), the plugins, the fake clouds");
+    heading("kubelet-simulator: every plugin's example config, as one config directory, against the fake clouds");
     let aws = FakeAws::start();
     let google = FakeGoogle::start();
-    let simulator = PluginUnderTest::new(binary).with_env(aws.env_with_static_keys()).with_env(google.endpoint_env());
-    let configs = simulator.home().join("image-credential-provider-config.d");
+    let azure = FakeAzure::start();
+    let acr = FakeRegistry::start_acr(azure.token_check());
+    let ibm = FakeIbm::start();
+    // The ICR example names this trusted profile; the fake instance is linked to it.
+    ibm.link_instance_profile("id:Profile-00000000-0000-0000-0000-000000000000");
+    let oci = FakeOci::start();
+    let ocir = FakeRegistry::start_ocir(oci.signature_check());
+    let secrets = || {
+        [aws.secrets(), google.secrets(), azure.secrets(), acr.secrets(), ibm.secrets(), oci.secrets(), ocir.secrets()]
+            .concat()
+    };
+    let simulator = PluginUnderTest::new(binary);
+    let node = simulator.home();
+    let azure_json = node.join("azure.json");
+    let _ = std::fs::write(&azure_json, r#"{"cloud":"AzurePublicCloud","useManagedIdentityExtension":true}"#);
+    let cache = ("CREDENTIAL_PROVIDER_CACHE_DIR".to_string(), node.join("cache").display().to_string());
+    let registries = |fake: &FakeRegistry, hosts: &[&str]| {
+        ("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".to_string(), fake.endpoints_for(hosts))
+    };
+    // Each provider's `env` points it at its fake cloud, as an operator would
+    // point a node at an emulator; ACR's argument is this node's azure.json.
+    let providers: [(&str, Vec<(String, String)>, Option<String>); 5] = [
+        ("ecr", aws.env_with_static_keys(), None),
+        ("gcr", google.endpoint_env(), None),
+        (
+            "acr",
+            [azure.endpoint_env(), vec![registries(&acr, &["myacr.azurecr.io"])]].concat(),
+            Some(azure_json.display().to_string()),
+        ),
+        ("icr", ibm.endpoint_env(), None),
+        ("ocir", [oci.endpoint_env(), vec![registries(&ocir, &["fra.ocir.io"])]].concat(), None),
+    ];
+    let configs = node.join("image-credential-provider-config.d");
     let _ = std::fs::create_dir_all(&configs);
-    for plugin in ["ecr", "gcr"] {
+    for (plugin, mut env, argument) in providers {
+        env.push(cache.clone());
         let example = fake_clouds::examples::path(&format!("{plugin}/credential-provider-config.yaml"));
-        let _ = std::fs::copy(example, configs.join(format!("{plugin}.yaml")));
+        match example_for_this_node(&example, &env, argument.as_deref()) {
+            Ok(text) => {
+                let _ = std::fs::write(configs.join(format!("{plugin}.yaml")), text);
+            }
+            Err(e) => println!("skipping the {plugin} example: {e}"),
+        }
     }
     let configs = configs.display().to_string();
     let bin_dir = bin_dir.display().to_string();
-    let secrets = || [aws.secrets(), google.secrets()].concat();
     println!("\n-- validating the config directory as the kubelet does");
     show(&simulator, &["--image-credential-provider-config", &configs], "", &secrets);
     for image in [
         "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.0",
         "us-docker.pkg.dev/fake-project/images/app",
+        "myacr.azurecr.io/team/app",
+        "de.icr.io/team/app",
+        "fra.ocir.io/tenancy-namespace/team/app",
         "nginx:1.27",
     ] {
         println!("\n-- what the kubelet does to pull {image}");
@@ -321,4 +361,26 @@ fn simulator(binary: &Path, bin_dir: &Path) {
             &secrets,
         );
     }
+}
+
+/// An example config as this demo's node would hold it: `env` added to each
+/// provider, and `argument`, if any, in place of its `args`.
+fn example_for_this_node(example: &Path, env: &[(String, String)], argument: Option<&str>) -> Result<String, String> {
+    use serde_yaml_ng::{Mapping, Value};
+    let text = std::fs::read_to_string(example).map_err(|e| format!("{}: {e}", example.display()))?;
+    let mut config: Value = serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", example.display()))?;
+    let providers = config.get_mut("providers").and_then(Value::as_sequence_mut).ok_or("no providers")?;
+    for provider in providers.iter_mut().filter_map(Value::as_mapping_mut) {
+        let entries = env.iter().map(|(name, value)| {
+            let mut entry = Mapping::new();
+            entry.insert("name".into(), name.as_str().into());
+            entry.insert("value".into(), value.as_str().into());
+            Value::Mapping(entry)
+        });
+        provider.insert("env".into(), Value::Sequence(entries.collect()));
+        if let Some(argument) = argument {
+            provider.insert("args".into(), Value::Sequence(vec![argument.into()]));
+        }
+    }
+    serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())
 }
