@@ -311,7 +311,7 @@ fn simulator(binary: &Path, bin_dir: &Path) {
     };
     // Each provider's `env` points it at its fake cloud, as an operator would
     // point a node at an emulator; ACR's argument is this node's azure.json.
-    let providers: [(&str, Vec<(String, String)>, Option<String>); 5] = [
+    let providers: [ExampleOnThisNode; 5] = [
         ("ecr", aws.env_with_static_keys(), None),
         ("gcr", google.endpoint_env(), None),
         (
@@ -362,6 +362,10 @@ fn simulator(binary: &Path, bin_dir: &Path) {
         );
     }
 }
+
+/// A plugin's example, the `env` that points it at its fake cloud, and the
+/// argument that replaces its `args`, if any.
+type ExampleOnThisNode<'a> = (&'a str, Vec<(String, String)>, Option<String>);
 
 /// An example config as this demo's node would hold it: `env` added to each
 /// provider, and `argument`, if any, in place of its `args`.
