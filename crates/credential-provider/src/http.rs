@@ -57,7 +57,7 @@ impl Http {
             // identity or registry API we call redirects.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", cause(&e))))?;
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", innermost_cause(&e))))?;
         Ok(Http { client })
     }
 
@@ -91,6 +91,8 @@ impl Http {
                 .try_clone()
                 .ok_or_else(|| Error::cloud(service, "the request has a body that cannot be re-sent"))?;
             let remaining = CALL_BUDGET.saturating_sub(started.elapsed());
+            // At -v, so that an operator watching a stuck pull sees which call, and which try, it waits on.
+            tracing::info!("{service}: attempt {attempt} of {MAX_ATTEMPTS}");
             let outcome = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), send_once(this)).await;
             let (result, server_wait) = match outcome {
                 Ok(Ok(reply)) if !is_retryable(reply.status) => return Ok(reply),
@@ -118,9 +120,10 @@ impl Http {
             }
             let why = match &result {
                 Ok(reply) => format!("HTTP {}", reply.status.as_u16()),
+                Err(Error::Cloud { message, .. }) => secret::scrub(message),
                 Err(e) => secret::scrub(&e.to_string()),
             };
-            tracing::debug!(service, attempt, "retrying in {}ms after {why}", wait.as_millis());
+            tracing::info!("{service}: attempt {attempt} failed ({why}); retrying in {} ms", wait.as_millis());
             tokio::time::sleep(wait).await;
         }
     }
@@ -180,20 +183,54 @@ pub fn random_fraction() -> f64 {
 }
 
 fn transport_error(service: &str, e: &reqwest::Error) -> Error {
-    // The URL without its query: where, without what was asked.
-    let place = e.url().map(|u| format!("{}://{}{}", u.scheme(), u.authority(), u.path())).unwrap_or_default();
-    let what = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        format!("cannot connect ({})", cause(e))
-    } else {
-        cause(e)
-    };
-    Error::cloud(service, format!("{what} calling {place}"))
+    Error::cloud(service, Unreachable::from_reqwest(e).to_string())
 }
 
-/// The innermost cause of an error: reqwest's outer message only repeats the URL.
-fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// An endpoint that could not be reached, and why (a refused connection, an
+/// unreachable network, a timeout): the words an operator on a broken node
+/// needs, whichever client made the call. Plugins whose SDK wraps transport
+/// errors put this in the chain, and find it again for their error line.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach {endpoint}: {cause}")]
+pub struct Unreachable {
+    /// The URL without its query: where, without what was asked.
+    pub endpoint: String,
+    pub cause: String,
+}
+
+impl Unreachable {
+    pub fn new(url: &reqwest::Url, cause: &(dyn std::error::Error + 'static)) -> Unreachable {
+        Unreachable {
+            endpoint: format!("{}://{}{}", url.scheme(), url.authority(), url.path()),
+            cause: innermost_cause(cause),
+        }
+    }
+
+    /// A reqwest failure, with the URL it names.
+    pub fn from_reqwest(e: &reqwest::Error) -> Unreachable {
+        let cause = if e.is_timeout() { "timed out".to_string() } else { innermost_cause(e) };
+        match e.url() {
+            Some(url) => Unreachable { cause, ..Unreachable::new(url, e) },
+            None => Unreachable { endpoint: "an endpoint".into(), cause },
+        }
+    }
+
+    /// The first `Unreachable` in `error`'s chain of sources, itself included.
+    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Unreachable> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<Unreachable>() {
+                return Some(found);
+            }
+            current = e.source();
+        }
+        None
+    }
+}
+
+/// The innermost cause of an error: the transport's own words ("Connection
+/// refused (os error 111)"); the outer messages only repeat the URL.
+pub fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut current = e;
     while let Some(source) = current.source() {
         current = source;

@@ -293,3 +293,31 @@ pub fn refresh_says_what_it_did_not_do(subject: &Subject) {
         assert!(exec.stderr.contains("too short") && exec.stderr.lines().count() == 1, "{}", exec.stderr);
     }
 }
+
+/// A plugin whose identity endpoint cannot be reached fails with one line
+/// that says which endpoint and why, in well under the kubelet's 60 s, and
+/// says at `-v` which attempt it is on. `point_at` gives the environment that
+/// sends the plugin's identity calls to an address; `endpoint_path` is the
+/// path it calls there first.
+pub fn unreachable_identity_is_said_with_its_cause(
+    plugin: &PluginUnderTest,
+    image: &str,
+    point_at: &dyn Fn(&str) -> Vec<(String, String)>,
+    endpoint_path: &str,
+    within: Duration,
+) {
+    let refusing = crate::server::refusing_address();
+    let started = Instant::now();
+    let exec = plugin
+        .with_program(plugin.binary())
+        .with_env(point_at(&refusing.to_string()))
+        .exec(&["-v", "--no-cache"], request_json(ApiVersion::V1, image, None, false).as_bytes());
+    let took = started.elapsed();
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    assert!(exec.stdout.is_empty());
+    let last = exec.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("cannot reach http://{refusing}{endpoint_path}")), "{last}");
+    assert!(last.contains("refused"), "the cause: {last}");
+    assert!(exec.stderr.contains("attempt 2"), "-v says which attempt is running: {}", exec.stderr);
+    assert!(took < within, "a refused endpoint fails fast: {took:?}");
+}

@@ -150,3 +150,29 @@ pub fn nonce() -> String {
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     format!("{random:016x}")
 }
+
+/// An endpoint nothing listens on: connections to it are refused at once.
+pub fn refusing_address() -> SocketAddr {
+    // A port the kernel just handed out and took back: nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    listener.local_addr().expect("its address")
+}
+
+/// An endpoint that accepts connections and never answers, as a metadata
+/// address behind a firewall that drops packets looks to a client that
+/// connected: it waits until its read timeout. Stops when dropped.
+#[derive(Debug)]
+pub struct SilentServer {
+    listener: std::net::TcpListener,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        // The kernel completes the handshakes into the backlog; nothing reads.
+        SilentServer { listener: std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port") }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("its address")
+    }
+}

@@ -12,6 +12,7 @@ use azure_identity::{
     ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
+use credential_provider::http::Unreachable;
 use credential_provider::{Error, Secret};
 
 use crate::config::{AzureConfig, Cloud};
@@ -169,17 +170,20 @@ fn configuration_error(identity: &AzureIdentity, e: &azure_core::Error) -> Error
 }
 
 /// An azure_core error as ours: a refusal (400, 401, 403 anywhere in its
-/// chain) is `Denied`, anything else a cloud failure.
+/// chain) is `Denied`, anything else a cloud failure. An endpoint that could
+/// not be reached is said as such, whatever azure_identity wrapped it in.
 pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Error) -> Error {
-    let message = format!("{} ({})", one_line(&e.to_string()), identity.describe());
     let mut status = e.http_status();
     let mut source = std::error::Error::source(e);
-    while status.is_none()
-        && let Some(inner) = source
-    {
-        status = inner.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status);
+    while let Some(inner) = source {
+        status = status.or_else(|| inner.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status));
         source = inner.source();
     }
+    let what = match Unreachable::find_in(e) {
+        Some(unreachable) => unreachable.to_string(),
+        None => one_line(&e.to_string()),
+    };
+    let message = format!("{what} ({})", identity.describe());
     match status.map(u16::from) {
         // Entra ID answers 400 (`invalid_client`, `invalid_grant`) to an
         // identity it refuses, as every OAuth token endpoint does.

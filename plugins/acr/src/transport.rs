@@ -7,13 +7,26 @@
 //! sends what is addressed there to the override (`AZURE_AUTHORITY_HOST` or
 //! the endpoint `login`; the endpoint `imds`), which the core has already
 //! checked is https or loopback.
+//!
+//! azure_identity retries a call that fails to connect, with waits that grow
+//! past ten seconds for IMDS; an endpoint that refuses connections or never
+//! answers would hold the exec for its whole budget and end in a bare
+//! timeout. So the transport lets one such failure be retried and makes the
+//! second final, saying what failed and where.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use azure_core::error::ErrorKind;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport, Url};
+use credential_provider::http::Unreachable;
 
 /// The IMDS origin azure_identity calls for managed identities.
 pub const IMDS_ORIGIN: &str = "http://169.254.169.254";
+
+/// Transport failures (a refused connection, an unreachable network, a
+/// connection that timed out) after which the next is not retried.
+const RETRIED_TRANSPORT_FAILURES: u32 = 1;
 
 /// Sends requests through `client`, rewriting the origins in `routes`.
 #[derive(Debug)]
@@ -21,11 +34,13 @@ pub struct RoutedTransport {
     client: reqwest::Client,
     /// (origin as the credential addresses it, base URL to use instead).
     routes: Vec<(String, String)>,
+    /// Transport failures so far: the transport lives for one fetch.
+    failures: AtomicU32,
 }
 
 impl RoutedTransport {
     pub fn new(client: reqwest::Client, routes: Vec<(String, String)>) -> RoutedTransport {
-        RoutedTransport { client, routes }
+        RoutedTransport { client, routes, failures: AtomicU32::new(0) }
     }
 
     pub fn into_transport(self) -> Transport {
@@ -53,12 +68,29 @@ impl RoutedTransport {
 impl HttpClient for RoutedTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let routed = self.route(request.url());
-        if &routed == request.url() {
-            return self.client.execute_request(request).await;
+        let result = if &routed == request.url() {
+            self.client.execute_request(request).await
+        } else {
+            let mut request = request.clone();
+            *request.url_mut() = routed.clone();
+            self.client.execute_request(&request).await
+        };
+        result.map_err(|e| self.transport_failure(e, &routed))
+    }
+}
+
+impl RoutedTransport {
+    /// A failure to reach `url`, with its cause and the endpoint (without its
+    /// query); retried by azure_identity the first time only.
+    fn transport_failure(&self, e: azure_core::Error, url: &Url) -> azure_core::Error {
+        if !matches!(e.kind(), ErrorKind::Io | ErrorKind::Connection) {
+            return e;
         }
-        let mut request = request.clone();
-        *request.url_mut() = routed;
-        self.client.execute_request(&request).await
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failure = Unreachable::new(url, &e);
+        tracing::info!("{failure} (attempt {failures})");
+        let kind = if failures > RETRIED_TRANSPORT_FAILURES { ErrorKind::Other } else { e.kind().clone() };
+        azure_core::Error::new(kind, failure)
     }
 }
 

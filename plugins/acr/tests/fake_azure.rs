@@ -409,3 +409,33 @@ fn hardening_checks() {
         set_delay: &|delay| clouds.azure.set_fault(delay.map(Fault::Slow)),
     });
 }
+
+#[test]
+fn an_unreachable_managed_identity_endpoint_is_said_with_its_cause() {
+    let clouds = Clouds::start();
+    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
+        &clouds.plugin(),
+        IMAGE,
+        &|address| {
+            vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("imds=http://{address},login=http://{address}"))]
+        },
+        "/metadata/identity/oauth2/token",
+        std::time::Duration::from_secs(10),
+    );
+    // An endpoint that never answers: the timeout and where, inside the exec's budget.
+    let silent = fake_clouds::server::SilentServer::start();
+    let address = silent.address();
+    let started = std::time::Instant::now();
+    let exec = clouds
+        .plugin()
+        .with_env([("CREDENTIAL_PROVIDER_ENDPOINTS", format!("imds=http://{address},login=http://{address}"))])
+        .exec(&["--no-cache"], request(IMAGE).as_bytes());
+    assert!(started.elapsed() < std::time::Duration::from_secs(29), "{:?}", started.elapsed());
+    expect_rejected(&exec, &clouds.secrets());
+    assert!(
+        exec.stderr.contains(&format!("cannot reach http://{address}/metadata/identity/oauth2/token")),
+        "{}",
+        exec.stderr
+    );
+    assert!(exec.stderr.contains("timed out"), "{}", exec.stderr);
+}

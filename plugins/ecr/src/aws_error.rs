@@ -1,8 +1,11 @@
 //! Reading the AWS SDK's errors: one line for a person, and a verdict for `check`.
 
+use aws_config::meta::ProviderChainError;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use credential_provider::Outcome;
+use credential_provider::http::Unreachable;
 
 /// Error codes that mean "the identity may not do this".
 const DENIED_CODES: &[&str] = &[
@@ -34,6 +37,11 @@ pub struct AwsFailure {
     pub code: Option<String>,
     pub status: Option<u16>,
     pub message: String,
+    /// Whether the call failed because the node has no usable AWS identity
+    /// (the message then says what to do).
+    pub no_credentials: bool,
+    /// The SDK's whole chain of errors, for `-v`.
+    pub chain: String,
 }
 
 impl AwsFailure {
@@ -70,7 +78,12 @@ impl AwsFailure {
                 (None, _) => error_chain(error),
             },
         };
-        AwsFailure { code, status, message: one_line(&message) }
+        let no_credentials = find_in_chain::<CredentialsError>(error);
+        let message = match no_credentials {
+            Some(credentials) => no_credentials_message(credentials),
+            None => one_line(&message),
+        };
+        AwsFailure { code, status, message, no_credentials: no_credentials.is_some(), chain: error_chain(error) }
     }
 
     /// The verdict of `check` for a call that failed this way.
@@ -85,8 +98,10 @@ impl AwsFailure {
         }
     }
 
-    /// The error that ends an exec: the action, what AWS said, and a hint.
+    /// The error that ends an exec: the action, what AWS said, and a hint;
+    /// the SDK's whole chain goes to `-v`.
     pub fn into_error(self, action: &str) -> credential_provider::Error {
+        tracing::info!("{action} failed: {}", self.chain);
         let (service, status, message) = (action.to_string(), self.status, format!("{}{}", self.message, self.hint()));
         match self.outcome().0 {
             Outcome::Denied => credential_provider::Error::Denied { service, status, message },
@@ -98,15 +113,61 @@ impl AwsFailure {
     pub fn hint(&self) -> &'static str {
         match self.outcome().0 {
             Outcome::Denied => " (the identity lacks this permission; run `check --image IMAGE` to see which)",
-            _ if ["no credentials", "credentials provider", "loading credentials"]
-                .iter()
-                .any(|m| self.message.contains(m)) =>
-            {
-                " (no AWS credentials found: give the node an instance profile, or set AWS_* variables or a profile)"
-            }
+            // The message says what to do already.
+            _ if self.no_credentials => "",
             _ => "",
         }
     }
+}
+
+/// What to tell an operator when the node has no usable AWS identity: what
+/// went wrong first (the endpoint the chain could not reach, if one), then
+/// what to do.
+pub fn no_credentials_message(error: &CredentialsError) -> String {
+    const WHAT_TO_DO: &str = "give the node an instance profile, or set AWS_* variables or a profile";
+    let chain = find_in_chain::<ProviderChainError<CredentialsError>>(error);
+    let unreachable = chain.into_iter().flat_map(|chain| chain.attempts()).find_map(|attempt| {
+        Unreachable::find_in(attempt.error()).map(|unreachable| (source_name(attempt.name()), unreachable))
+    });
+    match (unreachable, chain) {
+        (Some((source, unreachable)), _) => {
+            format!("no AWS credentials: {source} is unreachable ({unreachable}); {WHAT_TO_DO}")
+        }
+        (None, Some(chain)) => {
+            let tried: Vec<&str> = chain.attempts().iter().map(|a| source_name(a.name())).collect();
+            format!("no AWS credentials found (tried {}); {WHAT_TO_DO}", tried.join(", "))
+        }
+        // One source of the chain failed outright (a profile that does not
+        // parse, an instance with no role): its own words.
+        (None, None) => format!(
+            "no AWS credentials: {}; {WHAT_TO_DO}",
+            one_line(&credential_provider::http::innermost_cause(error))
+        ),
+    }
+}
+
+/// A source of the SDK's default chain, as an operator knows it.
+fn source_name(name: &str) -> &str {
+    match name {
+        "Environment" => "the AWS_* variables",
+        "Profile" => "the AWS profile",
+        "WebIdentityToken" => "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)",
+        "EcsContainer" => "the ECS container credentials endpoint",
+        "Ec2InstanceMetadata" => "the instance metadata service",
+        other => other,
+    }
+}
+
+/// The first error of type `T` in `error`'s chain of sources, itself included.
+fn find_in_chain<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The text of `<name>…</name>` in an XML error body.
@@ -150,7 +211,13 @@ mod tests {
     use super::*;
 
     fn failure(code: Option<&str>, status: Option<u16>) -> AwsFailure {
-        AwsFailure { code: code.map(str::to_string), status, message: "m".into() }
+        AwsFailure {
+            code: code.map(str::to_string),
+            status,
+            message: "m".into(),
+            no_credentials: false,
+            chain: String::new(),
+        }
     }
 
     #[test]

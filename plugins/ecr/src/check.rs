@@ -5,11 +5,12 @@
 //! IAM and repository policies and answers allowed, denied or not found.
 
 use aws_config::SdkConfig;
+use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_ecr::types::ImageIdentifier;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
 
 use crate::Ecr;
-use crate::aws_error::AwsFailure;
+use crate::aws_error::{AwsFailure, no_credentials_message};
 use crate::hosts::EcrRegistry;
 
 /// A digest no layer has: the calls that take one then answer "not found"
@@ -34,6 +35,18 @@ where
 }
 
 pub(crate) async fn run(ecr: &Ecr, sdk: &SdkConfig, image: &ImageRef, registry: &EcrRegistry) -> CheckReport {
+    // Without an identity every call would fail the same way: say it once.
+    if let Some(provider) = sdk.credentials_provider()
+        && let Err(error) = provider.provide_credentials().await
+    {
+        let message = no_credentials_message(&error);
+        tracing::info!("the AWS credentials chain failed: {}", credential_provider::http::innermost_cause(&error));
+        return CheckReport {
+            image: image.to_string(),
+            identity: "none".to_string(),
+            steps: vec![CheckStep::new("AWS credentials", Outcome::Unknown, message)],
+        };
+    }
     let identity = match ecr.sts_client(sdk, true).get_caller_identity().send().await {
         Ok(output) => output.arn().unwrap_or("unknown").to_string(),
         Err(error) => format!("unknown ({})", AwsFailure::from_sdk(&error).message),

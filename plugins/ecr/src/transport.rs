@@ -22,7 +22,7 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use credential_provider::Error;
-use credential_provider::http::Http;
+use credential_provider::http::{Http, Unreachable};
 
 /// The SDK's HTTP client, on the core's.
 #[derive(Clone, Debug)]
@@ -115,11 +115,13 @@ impl HttpConnector for SdkTransport {
 
 /// A transport failure as the SDK classifies it: timeouts and connection
 /// failures are transient (the SDK retries them), anything else is not.
+/// Transport failures carry an [`Unreachable`], which the plugin's error line
+/// finds again under the SDK's wrapping.
 fn connector_error(e: reqwest::Error) -> ConnectorError {
     if e.is_timeout() {
-        ConnectorError::timeout(e.into())
+        ConnectorError::timeout(Box::new(Unreachable::from_reqwest(&e)))
     } else if e.is_connect() || e.is_request() || e.is_body() {
-        ConnectorError::io(e.into())
+        ConnectorError::io(Box::new(Unreachable::from_reqwest(&e)))
     } else {
         ConnectorError::other(e.into(), None)
     }

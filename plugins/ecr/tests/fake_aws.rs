@@ -488,3 +488,45 @@ fn a_role_annotation_that_is_not_an_arn_is_refused() {
     assert_eq!(exec.code, Some(1));
     assert_eq!(aws.token_calls(), 0);
 }
+
+#[test]
+fn an_unreachable_metadata_service_leads_the_error_line_and_check_says_it_once() {
+    let aws = FakeAws::start();
+    let refusing = fake_clouds::server::refusing_address();
+    let env: Vec<(String, String)> = aws
+        .endpoint_env()
+        .into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT" => (name, format!("http://{refusing}")),
+            _ => (name, value),
+        })
+        .collect();
+    let plugin = PluginUnderTest::new(BINARY).with_env(env);
+    let started = Instant::now();
+    let exec = plugin.request(&request(PRIVATE));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    expect_rejected(&exec, &aws.secrets());
+    assert_eq!(exec.code, Some(2));
+    let last = exec.stderr.lines().last().unwrap_or_default();
+    let expected = format!(
+        "ecr-credential-provider: error: ecr:GetAuthorizationToken: no AWS credentials: the instance metadata service is unreachable (cannot reach http://{refusing}/latest/api/token:"
+    );
+    assert!(last.starts_with(&expected), "{last}");
+    assert!(
+        last.contains("refused")
+            && last.ends_with("give the node an instance profile, or set AWS_* variables or a profile"),
+        "{last}"
+    );
+    assert!(last.len() < 400, "one short line: {} characters", last.len());
+    let verbose = plugin.exec(&["-v"], request(PRIVATE).as_bytes());
+    assert!(verbose.stderr.contains("no credentials found in chain"), "-v keeps the SDK's chain: {}", verbose.stderr);
+
+    let exec = plugin.exec(&["check", "--image", PRIVATE, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
+    let steps = report["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(steps.len(), 1, "the identity's failure, once: {steps:?}");
+    assert_eq!(steps[0]["action"], "AWS credentials");
+    assert_eq!(steps[0]["result"], "unknown");
+    assert!(steps[0]["detail"].as_str().unwrap_or_default().contains("instance metadata service is unreachable"));
+}

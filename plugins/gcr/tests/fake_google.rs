@@ -571,3 +571,15 @@ fn hardening_checks() {
         set_delay: &|delay| google.set_fault(delay.map(Fault::Slow)),
     });
 }
+
+#[test]
+fn an_unreachable_metadata_server_is_said_with_its_cause() {
+    let google = FakeGoogle::start();
+    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
+        &plugin(&google),
+        GCR,
+        &|address| vec![("GCE_METADATA_HOST".into(), address.to_string())],
+        "/computeMetadata/v1/instance/service-accounts/default/token",
+        std::time::Duration::from_secs(10),
+    );
+}

@@ -278,3 +278,17 @@ fn hardening_checks() {
         set_delay: &|delay| ibm.set_fault(delay.map(Fault::Slow)),
     });
 }
+
+#[test]
+fn an_unreachable_metadata_service_is_said_with_its_cause() {
+    let ibm = FakeIbm::start();
+    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
+        &plugin(&ibm),
+        IMAGE,
+        &|address| {
+            vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("imds=http://{address},iam=http://{address}"))]
+        },
+        "/instance_identity/v1/token",
+        std::time::Duration::from_secs(10),
+    );
+}

@@ -316,3 +316,17 @@ fn hardening_checks() {
         set_delay: &|delay| clouds.oci.set_fault(delay.map(Fault::Slow)),
     });
 }
+
+#[test]
+fn an_unreachable_metadata_service_is_said_with_its_cause() {
+    let clouds = Clouds::start();
+    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
+        &clouds.plugin(),
+        IMAGE,
+        &|address| {
+            vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("imds=http://{address},auth=http://{address}"))]
+        },
+        "/opc/v2/identity/cert.pem",
+        std::time::Duration::from_secs(10),
+    );
+}
