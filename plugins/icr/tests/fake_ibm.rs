@@ -292,3 +292,17 @@ fn an_unreachable_metadata_service_is_said_with_its_cause() {
         std::time::Duration::from_secs(10),
     );
 }
+
+#[test]
+fn a_named_file_that_cannot_be_read_fails_instead_of_using_the_instance() {
+    let ibm = FakeIbm::start();
+    let plugin = plugin(&ibm);
+    let missing = plugin.home().join("nonexistent");
+    let missing = missing.to_str().unwrap_or_default();
+    for args in [vec!["--api-key-file", missing], vec!["--cr-token-file", missing, "--profile-id", "Profile-1"]] {
+        let exec = plugin.exec(&args, request_json(ApiVersion::V1, IMAGE, None, false).as_bytes());
+        expect_rejected(&exec, &ibm.secrets());
+        assert!(exec.stderr.contains(missing), "{args:?}: {}", exec.stderr);
+    }
+    assert_eq!(ibm.calls("vpc:instance-token"), 0, "never the instance's identity instead");
+}
