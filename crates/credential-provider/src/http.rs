@@ -49,6 +49,17 @@ impl Http {
     }
 
     fn build(builder: reqwest::ClientBuilder) -> Result<Http, Error> {
+        let builder = match node_has_ca_store(&openssl_probe::probe()) {
+            true => builder,
+            false => {
+                tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");
+                builder.tls_certs_only(
+                    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                        .iter()
+                        .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+                )
+            }
+        };
         let client = builder
             .user_agent(concat!("kubelet-credential-providers/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
@@ -184,6 +195,16 @@ pub fn random_fraction() -> f64 {
 
 fn transport_error(service: &str, e: &reqwest::Error) -> Error {
     Error::cloud(service, Unreachable::from_reqwest(e).to_string())
+}
+
+/// Whether the node has a CA store for the TLS verifier to read: the node's
+/// own trust (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or a distribution's bundle or
+/// directory) is used wherever there is one, so that an operator's additions
+/// and removals hold. A static binary dropped on a node without one, or run
+/// from an image without one, falls back to Mozilla's roots built into the
+/// binary (webpki-root-certs) rather than fail every handshake.
+fn node_has_ca_store(probe: &openssl_probe::ProbeResult) -> bool {
+    probe.cert_file.is_some() || !probe.cert_dir.is_empty()
 }
 
 /// An endpoint that could not be reached, and why (a refused connection, an
@@ -374,6 +395,21 @@ mod tests {
         }
         let fraction = random_fraction();
         assert!((0.0..1.0).contains(&fraction));
+    }
+
+    #[test]
+    fn the_built_in_roots_are_a_fallback_only() {
+        let none = openssl_probe::ProbeResult { cert_file: None, cert_dir: Vec::new() };
+        assert!(!node_has_ca_store(&none));
+        let file = openssl_probe::ProbeResult {
+            cert_file: Some("/etc/ssl/certs/ca-certificates.crt".into()),
+            cert_dir: Vec::new(),
+        };
+        assert!(node_has_ca_store(&file));
+        let dir = openssl_probe::ProbeResult { cert_file: None, cert_dir: vec!["/etc/ssl/certs".into()] };
+        assert!(node_has_ca_store(&dir));
+        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().all(|der| reqwest::Certificate::from_der(der).is_ok()));
+        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
     }
 
     #[test]

@@ -118,10 +118,17 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 /// Reads and validates a config file or directory: every provider, or every problem.
 pub fn load(path: &Path) -> Result<Vec<Provider>, Vec<ConfigError>> {
     let files = config_files(path).map_err(|e| vec![e])?;
+    load_files(&files)
+}
+
+/// Reads and validates `files` as one config directory would be (in this
+/// order, names unique across them): for an installer, the directory as it
+/// will be once new files join it.
+pub fn load_files(files: &[PathBuf]) -> Result<Vec<Provider>, Vec<ConfigError>> {
     let mut providers = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match load_file(&file) {
+        match load_file(file) {
             Ok(found) => providers.extend(found),
             Err(found) => errors.extend(found),
         }

@@ -1,0 +1,185 @@
+//! `credential-provider-install`: what the installer image runs on each node.
+//!
+//! It copies the plugin binaries into the kubelet's
+//! `--image-credential-provider-bin-dir` and the provider configs into its
+//! `--image-credential-provider-config` directory, each file atomically (a
+//! temporary name in the same directory, fsync, rename), so that a kubelet
+//! exec never sees half a binary and a node never holds half a config. The
+//! configs are validated by the kubelet's rules first, merged with what the
+//! config directory already holds, and every provider they name must have its
+//! binary: nothing is written unless the result is a config the kubelet would
+//! load. The image needs no shell for any of it.
+//!
+//! Exit codes: 0 installed (or already up to date), 1 a bad command line or a
+//! config the kubelet would refuse, 2 a file that could not be written.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kubelet_simulator::config;
+
+/// Install the credential provider plugins and their configs on this node.
+#[derive(Debug, Parser)]
+#[command(name = "credential-provider-install", version)]
+struct Cli {
+    /// The directory of binaries to install (the image's).
+    #[arg(long, value_name = "DIR")]
+    from_bin: PathBuf,
+
+    /// The directory of provider configs to install (a ConfigMap's mount).
+    #[arg(long, value_name = "DIR")]
+    from_config: Option<PathBuf>,
+
+    /// The kubelet's --image-credential-provider-bin-dir, on the host.
+    #[arg(long = "image-credential-provider-bin-dir", value_name = "DIR")]
+    bin_dir: PathBuf,
+
+    /// The kubelet's --image-credential-provider-config directory, on the host (kubelet 1.34+).
+    #[arg(long = "image-credential-provider-config", value_name = "DIR", requires = "from_config")]
+    config_dir: Option<PathBuf>,
+}
+
+/// Why an install stopped.
+#[derive(Debug)]
+enum InstallError {
+    /// The configs are not what the kubelet would load.
+    Invalid(Vec<String>),
+    /// A file could not be read or written.
+    Io(String),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    match install(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(InstallError::Invalid(problems)) => {
+            for problem in problems {
+                eprintln!("credential-provider-install: {problem}");
+            }
+            eprintln!("credential-provider-install: nothing was installed");
+            ExitCode::from(1)
+        }
+        Err(InstallError::Io(message)) => {
+            eprintln!("credential-provider-install: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn install(cli: &Cli) -> Result<(), InstallError> {
+    let binaries = files_of(&cli.from_bin)?;
+    if let (Some(from_config), Some(config_dir)) = (&cli.from_config, &cli.config_dir) {
+        let configs = files_of(from_config)?;
+        validate(&configs, config_dir, &binaries, &cli.bin_dir)?;
+        install_files(&binaries, &cli.bin_dir, 0o755)?;
+        install_files(&configs, config_dir, 0o644)?;
+    } else {
+        install_files(&binaries, &cli.bin_dir, 0o755)?;
+    }
+    Ok(())
+}
+
+/// The regular files of `dir` (a ConfigMap mount's `..data` links included,
+/// its hidden entries not), sorted.
+fn files_of(dir: &Path) -> Result<Vec<PathBuf>, InstallError> {
+    let entries = fs::read_dir(dir).map_err(|e| InstallError::Io(format!("cannot list {}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The config directory as it will be once `configs` are in it (a file of
+/// the same name replaced), validated as the kubelet validates a directory,
+/// with a binary for every provider it names.
+fn validate(configs: &[PathBuf], config_dir: &Path, binaries: &[PathBuf], bin_dir: &Path) -> Result<(), InstallError> {
+    let incoming: BTreeSet<&str> = configs.iter().filter_map(|c| c.file_name()?.to_str()).collect();
+    let mut merged: Vec<PathBuf> = match config_dir.is_dir() {
+        true => config::config_files(config_dir).unwrap_or_default(),
+        false => Vec::new(),
+    };
+    merged.retain(|existing| existing.file_name().and_then(|n| n.to_str()).is_none_or(|n| !incoming.contains(n)));
+    merged.extend(
+        configs
+            .iter()
+            .filter(|c| matches!(c.extension().and_then(|e| e.to_str()), Some("json" | "yaml" | "yml")))
+            .cloned(),
+    );
+    // As the kubelet reads a directory: in the order of the names.
+    merged.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    if merged.is_empty() {
+        return Err(InstallError::Invalid(vec!["no *.json, *.yaml or *.yml config to install".into()]));
+    }
+    let providers = config::load_files(&merged)
+        .map_err(|errors| InstallError::Invalid(errors.iter().map(ToString::to_string).collect()))?;
+    let shipped: BTreeSet<&str> = binaries.iter().filter_map(|b| b.file_name()?.to_str()).collect();
+    let missing: Vec<String> = providers
+        .iter()
+        .map(|p| p.spec.name.as_str())
+        .filter(|name| !shipped.contains(name) && !bin_dir.join(name).is_file())
+        .map(|name| format!("provider {name} has no binary in the image nor in {}", bin_dir.display()))
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(InstallError::Invalid(missing)) }
+}
+
+/// Copies each file into `dir` under its own name, atomically, with `mode`;
+/// a file already there with the same content is left alone.
+fn install_files(files: &[PathBuf], dir: &Path, mode: u32) -> Result<(), InstallError> {
+    fs::create_dir_all(dir).map_err(|e| InstallError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    for file in files {
+        let name = file_name(file)?;
+        let target = dir.join(name);
+        let content = fs::read(file).map_err(|e| InstallError::Io(format!("cannot read {}: {e}", file.display())))?;
+        let unchanged = fs::read(&target).is_ok_and(|existing| existing == content)
+            && fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o777 == mode);
+        if unchanged {
+            println!("up to date: {}", target.display());
+            continue;
+        }
+        write_atomically(&target, &content, mode)
+            .map_err(|e| InstallError::Io(format!("cannot install {}: {e}", target.display())))?;
+        println!("installed: {}", target.display());
+    }
+    Ok(())
+}
+
+/// Writes `content` to `target` through a temporary file in the same
+/// directory: whoever opens `target` sees the old file or the new, whole.
+fn write_atomically(target: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = dir.join(format!(".{name}.{}.new", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
+        file.write_all(content)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        fs::rename(&temp, target)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+fn file_name(path: &Path) -> Result<&str, InstallError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| InstallError::Io(format!("{} has no usable file name", path.display())))
+}
