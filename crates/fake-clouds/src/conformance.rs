@@ -47,6 +47,21 @@ impl Exec {
     }
 }
 
+/// The variable that points the tests at other builds of the binaries: a
+/// directory holding a file of the same name (the release's static binaries,
+/// or wrappers that run them in an empty root or under qemu) replaces the
+/// one Cargo built. `scripts/check-release` sets it.
+pub const BIN_DIR_VARIABLE: &str = "CREDENTIAL_PROVIDER_TEST_BIN_DIR";
+
+/// `binary`, or its namesake in [`BIN_DIR_VARIABLE`]'s directory.
+pub fn binary_under_test(binary: PathBuf) -> PathBuf {
+    let replacement = std::env::var_os(BIN_DIR_VARIABLE)
+        .filter(|dir| !dir.is_empty())
+        .and_then(|dir| binary.file_name().map(|name| Path::new(&dir).join(name)))
+        .filter(|path| path.is_file());
+    replacement.unwrap_or(binary)
+}
+
 /// The directory of the running executable, where Cargo also puts the plugin
 /// binaries of the same build (for the demo and the benchmark).
 pub fn sibling_binaries(fallback: &str) -> PathBuf {
@@ -69,7 +84,7 @@ impl PluginUnderTest {
     /// cache directory.
     pub fn new(binary: impl Into<PathBuf>) -> PluginUnderTest {
         PluginUnderTest {
-            binary: binary.into(),
+            binary: binary_under_test(binary.into()),
             env: Vec::new(),
             cache: tempfile::tempdir().expect("cache dir"),
             home: tempfile::tempdir().expect("home dir"),

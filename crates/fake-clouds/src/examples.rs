@@ -47,6 +47,7 @@ pub fn simulate_example(
         config::load(&path(relative)).unwrap_or_else(|errors| panic!("{relative} is invalid: {errors:?}"));
     let bin = tempfile::tempdir().expect("bin dir");
     for provider in &mut providers {
+        let binary = crate::conformance::binary_under_test(binary.to_path_buf());
         std::os::unix::fs::symlink(binary, bin.path().join(&provider.spec.name)).expect("link the plugin");
         provider.spec.env.extend(env.iter().map(|(name, value)| EnvVar { name: name.clone(), value: value.clone() }));
         if let Some(args) = args {

@@ -28,17 +28,29 @@ fn the_daemonset_fills_the_kubelets_paths_and_refreshes_the_shared_cache() {
     assert_eq!(host_paths, [BIN_DIR, CONFIG_DIR, SYSTEM_DIR]);
     assert!(text.contains(&format!("--image-credential-provider-bin-dir={BIN_DIR}")));
     assert!(text.contains(&format!("--image-credential-provider-config={CONFIG_DIR}")));
-    let install = spec["initContainers"][0]["command"][2].as_str().expect("install script");
-    assert!(
-        install.contains("kubelet-simulator --image-credential-provider-config"),
-        "the install validates the config"
+    let install = &spec["initContainers"][0];
+    assert!(install["command"].is_null(), "the image's entrypoint, the installer, runs: no shell");
+    let args: Vec<&str> = install["args"].as_sequence().expect("args").iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(
+        args,
+        [
+            "--from-bin=/opt/kubelet-credential-providers",
+            "--from-config=/config",
+            "--image-credential-provider-bin-dir=/host/bin",
+            "--image-credential-provider-config=/host/config"
+        ]
     );
     let refresh = &spec["containers"][0];
-    assert_eq!(refresh["command"][1], "refresh");
+    assert_eq!(refresh["command"][0], "/opt/kubelet-credential-providers/ecr-credential-provider");
+    assert_eq!(refresh["args"][0], "refresh");
     assert_eq!(refresh["env"][0]["value"], SYSTEM_DIR);
-    for binary in ["ecr", "gcr", "acr", "ocir", "icr"] {
-        assert!(read("node/Dockerfile").contains(&format!("target/release/{binary}-credential-provider")), "{binary}");
-    }
+    let containerfile = read("node/Containerfile");
+    assert!(containerfile.contains("FROM scratch"), "{containerfile}");
+    assert!(containerfile.contains("COPY dist/linux-${ARCH}/ /opt/kubelet-credential-providers/"), "{containerfile}");
+    assert!(
+        containerfile.contains("ENTRYPOINT [\"/opt/kubelet-credential-providers/credential-provider-install\"]"),
+        "{containerfile}"
+    );
 }
 
 #[test]

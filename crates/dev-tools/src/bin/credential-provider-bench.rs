@@ -118,16 +118,22 @@ struct Row {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut runs = 100;
+    let tools = sibling_binaries("target/release");
+    let mut built = tools.clone();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => runs = n,
                 None => usage(),
             },
+            // The plugins from elsewhere: the release's static binaries in dist/.
+            "--bin-dir" => match args.next() {
+                Some(dir) => built = PathBuf::from(dir),
+                None => usage(),
+            },
             _ => usage(),
         }
     }
-    let built = sibling_binaries("target/release");
     let installed = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -144,7 +150,7 @@ fn main() {
         FakeClouds { aws: FakeAws::start(), google: FakeGoogle::start(), azure, acr, ibm: FakeIbm::start(), oci, ocir };
 
     let mut measured = Vec::new();
-    measured.extend(install(&built.join("credential-provider-floor"), dir).and_then(|binary| floor(&binary)));
+    measured.extend(install(&tools.join("credential-provider-floor"), dir).and_then(|binary| floor(&binary)));
     measured.extend(which("docker-credential-ecr-login").and_then(|b| install(&b, dir)).and_then(|b| ecr_login(&b)));
     let references = measured.len();
     for target in TARGETS {
@@ -170,7 +176,7 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: credential-provider-bench [--runs N]");
+    eprintln!("usage: credential-provider-bench [--runs N] [--bin-dir DIR]");
     std::process::exit(1);
 }
 
