@@ -238,15 +238,21 @@ impl Unreachable {
 
     /// The first `Unreachable` in `error`'s chain of sources, itself included.
     pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Unreachable> {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if let Some(found) = e.downcast_ref::<Unreachable>() {
-                return Some(found);
-            }
-            current = e.source();
-        }
-        None
+        find_source::<Unreachable>(error)
     }
+}
+
+/// The first error of type `T` in `error`'s chain of sources, itself included:
+/// how a plugin finds what it knows under an SDK's wrapping.
+pub fn find_source<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The innermost cause of an error: the transport's own words ("Connection

@@ -3,10 +3,12 @@
 //! what the kubelet does and shows it, for any plugin, ours or upstream's.
 //!
 //! - [`config`]: the config read and validated by the kubelet's rules;
+//! - [`command_line`]: the exit codes of this crate's and the installer's command lines;
 //! - [`wire`]: the request the kubelet writes and its strict reading of answers;
 //! - [`simulate`]: matching, running, reading, and the kubelet's keyring order;
 //! - [`report`]: the result for a person, or as JSON for CI.
 
+pub mod command_line;
 pub mod config;
 pub mod report;
 pub mod simulate;

@@ -70,14 +70,9 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match kubelet_simulator::command_line::parse::<Cli>() {
         Ok(cli) => cli,
-        // Exit 1 on a command-line error, as every binary of the workspace
-        // does (clap's own exit code is 2); 0 for --help and --version.
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     let providers = match config::load(&cli.config) {
         Ok(providers) => providers,

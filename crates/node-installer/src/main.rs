@@ -54,12 +54,9 @@ enum InstallError {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match kubelet_simulator::command_line::parse::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     match install(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use credential_provider::Outcome;
-use credential_provider::http::Unreachable;
+use credential_provider::http::{Unreachable, find_source};
 
 /// Error codes that mean "the identity may not do this".
 const DENIED_CODES: &[&str] = &[
@@ -78,7 +78,7 @@ impl AwsFailure {
                 (None, _) => error_chain(error),
             },
         };
-        let no_credentials = find_in_chain::<CredentialsError>(error);
+        let no_credentials = find_source::<CredentialsError>(error);
         let message = match no_credentials {
             Some(credentials) => no_credentials_message(credentials),
             None => one_line(&message),
@@ -125,7 +125,7 @@ impl AwsFailure {
 /// what to do.
 pub fn no_credentials_message(error: &CredentialsError) -> String {
     const WHAT_TO_DO: &str = "give the node an instance profile, or set AWS_* variables or a profile";
-    let chain = find_in_chain::<ProviderChainError<CredentialsError>>(error);
+    let chain = find_source::<ProviderChainError<CredentialsError>>(error);
     let unreachable = chain.into_iter().flat_map(|chain| chain.attempts()).find_map(|attempt| {
         Unreachable::find_in(attempt.error()).map(|unreachable| (source_name(attempt.name()), unreachable))
     });
@@ -156,18 +156,6 @@ fn source_name(name: &str) -> &str {
         "Ec2InstanceMetadata" => "the instance metadata service",
         other => other,
     }
-}
-
-/// The first error of type `T` in `error`'s chain of sources, itself included.
-fn find_in_chain<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// The text of `<name>…</name>` in an XML error body.

@@ -172,7 +172,7 @@ fn main() {
     let rows: Vec<Row> = measured.into_iter().map(|m| m.row).collect();
     print_table(&rows);
     println!("\n{} runs each; machine: {}", runs, machine());
-    print_targets(&rows);
+    print_targets(&rows, if built == tools { &HOST_BUILD } else { &STATIC_BUILD });
 }
 
 fn usage() -> ! {
@@ -207,13 +207,19 @@ fn mib(kib: u64) -> String {
 }
 
 /// The targets of the project's performance issue, checked against this run.
-/// The targets a plugin stays behind (the floor is shown, not targeted: it
-/// does none of a plugin's work).
-const MAX_ECR_LOGIN_RATIO: f64 = 0.75;
-const MAX_WARM_RSS_KIB: u64 = 6 * 1024;
+/// The lines a plugin stays behind (the floor is shown, not targeted: it
+/// does none of a plugin's work): the host's release build, and the static
+/// binaries that ship, which start with no loader and no shared library.
+struct Targets {
+    max_ecr_login_ratio: f64,
+    max_warm_rss_kib: u64,
+}
+
+const HOST_BUILD: Targets = Targets { max_ecr_login_ratio: 0.75, max_warm_rss_kib: 6 * 1024 };
+const STATIC_BUILD: Targets = Targets { max_ecr_login_ratio: 0.6, max_warm_rss_kib: 5 * 1024 };
 const MAX_BINARY_BYTES: u64 = 8 * 1024 * 1024;
 
-fn print_targets(rows: &[Row]) {
+fn print_targets(rows: &[Row], targets: &Targets) {
     let median = |name: &str| rows.iter().find(|r| r.name == name).map(|r| percentile(&r.warm, 50));
     let floor = median(FLOOR);
     let ecr_login = median(ECR_LOGIN);
@@ -227,10 +233,13 @@ fn print_targets(rows: &[Row]) {
         }
         if let Some(ecr_login) = ecr_login {
             let ratio = warm.as_secs_f64() / ecr_login.as_secs_f64();
-            verdicts.push(format!("{ratio:.2}x docker-credential-ecr-login ({})", pass(ratio <= MAX_ECR_LOGIN_RATIO)));
+            verdicts.push(format!(
+                "{ratio:.2}x docker-credential-ecr-login ({})",
+                pass(ratio <= targets.max_ecr_login_ratio)
+            ));
         }
         if let Some(rss) = row.rss_warm_kib {
-            verdicts.push(format!("warm RSS {} ({})", mib(rss), pass(rss < MAX_WARM_RSS_KIB)));
+            verdicts.push(format!("warm RSS {} ({})", mib(rss), pass(rss < targets.max_warm_rss_kib)));
         }
         if let Some((_, calls)) = row.burst {
             verdicts.push(format!("{calls} token call(s) for 64 ({})", pass(calls == 1)));
