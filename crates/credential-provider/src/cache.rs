@@ -340,6 +340,15 @@ impl Cache {
         paths
     }
 
+    /// Removes an entry file and its lock file: for an entry that nothing
+    /// will renew any more (a service-account entry long expired).
+    pub fn remove_with_lock(&self, path: &Path) {
+        self.remove(path);
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) {
+            self.remove(&self.dir.join(format!("{name}.lock")));
+        }
+    }
+
     /// Removes an entry file; a file already gone is not an error.
     pub fn remove(&self, path: &Path) {
         if let Err(e) = fs::remove_file(path)

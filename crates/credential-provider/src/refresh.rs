@@ -51,7 +51,7 @@ pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) ->
         }
     }
     loop {
-        let failed = pass(provider, cache, &stop);
+        let summary = pass(provider, cache, &stop);
         if stop.load(Ordering::Relaxed) {
             eprintln!("{}: stopping: asked to terminate", P::BINARY);
             return Ok(());
@@ -69,16 +69,38 @@ pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) ->
                     );
                 }
             }
-            None if failed > 0 => {
-                return Err(Error::cloud(P::NAME, format!("{failed} cached credentials could not be renewed")));
+            None if summary.failed > 0 || summary.skipped > 0 => {
+                return Err(Error::cloud(
+                    P::NAME,
+                    format!(
+                        "{} cached credential(s) could not be renewed and {} were skipped",
+                        summary.failed, summary.skipped
+                    ),
+                ));
             }
             None => return Ok(()),
         }
     }
 }
 
-/// One pass; returns how many entries failed to renew.
-fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
+/// What one pass did to the entries that were due.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    pub renewed: usize,
+    pub failed: usize,
+    /// Due, but not this refresh's to renew: written under other settings.
+    pub skipped: usize,
+}
+
+/// What became of one due entry.
+enum EntryOutcome {
+    Renewed,
+    Failed,
+    Skipped,
+}
+
+/// One pass, ended by one line on stderr that says what it did.
+fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSummary {
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
     let now = cache::unix_now();
     let mut due = Vec::new();
@@ -89,8 +111,10 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
             continue;
         };
         if entry.needs_service_account_token {
+            // The kubelet's to renew, with the next pod's token; nothing
+            // renews it once that pod is gone: removed, lock and all.
             if now > entry.expires_at + EXPIRED_ENTRY_GRACE_SECS {
-                cache.remove(&path);
+                cache.remove_with_lock(&path);
             }
             continue;
         }
@@ -105,10 +129,10 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
             0 => eprintln!("{}: nothing to renew: no credential of this plugin is cached", P::BINARY),
             n => eprintln!("{}: nothing to renew: {n} cached credential(s), none past its refresh point", P::BINARY),
         }
-        return 0;
+        return PassSummary::default();
     }
     let queue = Mutex::new(due);
-    let failed = Mutex::new(0usize);
+    let summary = Mutex::new(PassSummary::default());
     let workers = PARALLELISM.min(queue.lock().map_or(0, |q| q.len()));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -120,37 +144,57 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> usize {
                     let Some(entry) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                         return;
                     };
-                    if !renew_entry(provider, cache, &entry)
-                        && let Ok(mut failed) = failed.lock()
-                    {
-                        *failed += 1;
+                    let outcome = renew_entry(provider, cache, &entry);
+                    if let Ok(mut summary) = summary.lock() {
+                        match outcome {
+                            EntryOutcome::Renewed => summary.renewed += 1,
+                            EntryOutcome::Failed => summary.failed += 1,
+                            EntryOutcome::Skipped => summary.skipped += 1,
+                        }
                     }
                 }
             });
         }
     });
-    failed.into_inner().unwrap_or(0)
+    let summary = summary.into_inner().unwrap_or_default();
+    eprintln!(
+        "{}: refresh pass: {} renewed, {} failed, {} skipped",
+        P::BINARY,
+        summary.renewed,
+        summary.failed,
+        summary.skipped
+    );
+    summary
 }
 
-/// Renews one entry; false if it failed.
-fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential) -> bool {
+/// Renews one entry, saying so on stderr unless another process did.
+fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential) -> EntryOutcome {
     match credentials::renew(provider, cache, entry) {
-        Ok(Renewal::ByAnother(_)) => true,
+        Ok(Renewal::ByAnother(_)) => EntryOutcome::Renewed,
         Ok(Renewal::Fetched(renewed)) => {
             eprintln!("{}: renewed {} (valid until {})", P::BINARY, entry.registry, format_time(renewed.expires_at));
-            true
+            EntryOutcome::Renewed
         }
         Ok(Renewal::AlreadyExpired(_)) => {
             eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
-            false
+            EntryOutcome::Failed
         }
         Err(RenewalError::OtherSettings) => {
-            tracing::debug!(registry = %entry.registry, "entry was written under other settings; leaving it");
-            true
+            tracing::warn!(
+                "skipped {}: its cache entry was written under other flags or environment than this refresh has; \
+                 run refresh with the provider's args and env from the kubelet's config \
+                 (credential-provider-refresh does), else the kubelet's next exec renews it",
+                entry.registry
+            );
+            EntryOutcome::Skipped
         }
         Err(RenewalError::Unplanned(e)) => {
-            tracing::warn!(registry = %entry.registry, "cannot plan a renewal: {}", secret::scrub(&e.to_string()));
-            true
+            tracing::warn!(
+                "skipped {}: this refresh does not serve its image any more ({}); the kubelet's next exec decides",
+                entry.registry,
+                secret::scrub(&e.to_string())
+            );
+            EntryOutcome::Skipped
         }
         Err(RenewalError::Failed(failure)) => {
             eprintln!(
@@ -159,7 +203,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredentia
                 entry.registry,
                 secret::scrub(&failure.error.to_string()).replace('\n', " ")
             );
-            false
+            EntryOutcome::Failed
         }
     }
 }

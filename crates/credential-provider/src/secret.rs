@@ -6,11 +6,13 @@
 //! that quotes a request, a cloud's message that echoes a token) is scrubbed
 //! before it is written.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, Zeroizing};
 
 /// What a redacted secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -19,11 +21,67 @@ pub const REDACTED: &str = "[redacted]";
 /// "1" would mangle messages without protecting anything.
 const MIN_SCRUBBED_LEN: usize = 6;
 
-static REGISTERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The most secrets kept for scrubbing: a process that runs for days
+/// (`refresh --every`) registers each credential it renews, and must not grow
+/// for it. The newest are kept; an exec handles a handful.
+pub const MAX_REGISTERED: usize = 256;
 
-/// A string that must never be logged: a password, token or key.
+/// This process's registered secrets.
+static REGISTERED: Mutex<Registry> = Mutex::new(Registry::new(MAX_REGISTERED));
+
+/// Secrets to scrub, oldest first, at most `max`; each wiped from memory
+/// when forgotten.
+#[derive(Debug)]
+struct Registry {
+    secrets: VecDeque<Zeroizing<String>>,
+    max: usize,
+}
+
+impl Registry {
+    const fn new(max: usize) -> Registry {
+        Registry { secrets: VecDeque::new(), max }
+    }
+
+    fn register(&mut self, value: &str) {
+        if value.len() < MIN_SCRUBBED_LEN {
+            return;
+        }
+        // Seen again: the newest, so the last to be forgotten.
+        if let Some(index) = self.secrets.iter().position(|s| s.as_str() == value) {
+            let again = self.secrets.remove(index);
+            self.secrets.extend(again);
+            return;
+        }
+        self.secrets.push_back(Zeroizing::new(value.to_string()));
+        while self.secrets.len() > self.max {
+            self.secrets.pop_front();
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        // Longest first, so that a secret containing another is removed whole.
+        let mut secrets: Vec<&str> = self.secrets.iter().map(|s| s.as_str()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for secret in secrets {
+            if out.contains(secret) {
+                out = out.replace(secret, REDACTED);
+            }
+        }
+        out
+    }
+}
+
+/// A string that must never be logged: a password, token or key. Its memory
+/// is wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Secret {
     /// Wraps a secret and registers it for scrubbing.
@@ -58,15 +116,8 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// Registers a secret so that [`scrub`] removes it from any text.
 pub fn register(value: &str) {
-    if value.len() < MIN_SCRUBBED_LEN {
-        return;
-    }
-    if let Ok(mut registered) = REGISTERED.lock()
-        && !registered.iter().any(|s| s == value)
-    {
-        registered.push(value.to_string());
-        // Longest first, so that a secret containing another is removed whole.
-        registered.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    if let Ok(mut registered) = REGISTERED.lock() {
+        registered.register(value);
     }
 }
 
@@ -81,16 +132,10 @@ pub fn register_env(names: &[&str]) {
 
 /// Replaces every registered secret in `text`.
 pub fn scrub(text: &str) -> String {
-    let Ok(registered) = REGISTERED.lock() else {
-        return text.to_string();
-    };
-    let mut out = text.to_string();
-    for secret in registered.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), REDACTED);
-        }
+    match REGISTERED.lock() {
+        Ok(registered) => registered.scrub(text),
+        Err(_) => text.to_string(),
     }
-    out
 }
 
 /// A stderr writer that scrubs registered secrets from what passes through it.
@@ -121,5 +166,28 @@ mod tests {
         assert_eq!(scrub("failed with token hunter2-very-secret!"), "failed with token [redacted]!");
         register("abc");
         assert_eq!(scrub("abc"), "abc", "short values are not scrubbed");
+    }
+
+    #[test]
+    fn the_registry_keeps_the_newest_secrets_only() {
+        let mut registry = Registry::new(4);
+        let first = "the-very-first-secret";
+        registry.register(first);
+        for n in 0..4 {
+            registry.register(&format!("later-secret-{n}"));
+        }
+        assert_eq!(registry.secrets.len(), 4);
+        assert_eq!(registry.scrub(first), first, "the oldest was forgotten");
+        assert_eq!(registry.scrub("later-secret-3"), REDACTED);
+        // One seen again is kept longest.
+        registry.register("later-secret-0");
+        registry.register("another-secret");
+        assert_eq!(registry.scrub("later-secret-0"), REDACTED);
+        assert_eq!(registry.scrub("later-secret-1"), "later-secret-1");
+        // A secret that contains another is removed whole.
+        let mut registry = Registry::new(MAX_REGISTERED);
+        registry.register("outer-secret-with-inner-secret-inside");
+        registry.register("inner-secret");
+        assert_eq!(registry.scrub("x outer-secret-with-inner-secret-inside y"), "x [redacted] y");
     }
 }

@@ -375,7 +375,8 @@ fn refresh_renews_stale_entries_so_execs_stay_offline() {
     let exec = plugin.exec(&["refresh"], b"");
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
     assert_eq!(exec.stdout, "");
-    assert_eq!(exec.stderr.matches("renewed").count(), 2, "{}", exec.stderr);
+    assert_eq!(exec.stderr.matches("ecr-credential-provider: renewed ").count(), 2, "{}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass: 2 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 4);
     expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
     expect_accepted(&plugin.request(&request(PUBLIC)), ApiVersion::V1, PUBLIC, &aws.secrets());
@@ -529,4 +530,61 @@ fn an_unreachable_metadata_service_leads_the_error_line_and_check_says_it_once()
     assert_eq!(steps[0]["action"], "AWS credentials");
     assert_eq!(steps[0]["result"], "unknown");
     assert!(steps[0]["detail"].as_str().unwrap_or_default().contains("instance metadata service is unreachable"));
+}
+
+#[test]
+fn refresh_says_what_it_skips_and_removes_dead_service_account_entries() {
+    let aws = FakeAws::start();
+    aws.set_token_lifetime(Duration::from_secs(6));
+    let plugin = plugin(&aws);
+    // Written by an exec with another environment than the refresh below has.
+    let kubelet_like = plugin.with_program(plugin.binary()).with_env([("AWS_EC2_METADATA_DISABLED", "true")]);
+    expect_accepted(&kubelet_like.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+    std::thread::sleep(Duration::from_millis(3600));
+    let exec = plugin.exec(&["refresh"], b"");
+    assert_eq!(exec.code, Some(2), "a skipped entry fails the pass: {}", exec.stderr);
+    assert!(exec.stderr.contains("skipped 123456789012.dkr.ecr.us-east-1.amazonaws.com"), "{}", exec.stderr);
+    assert!(exec.stderr.contains("kubelet's config"), "it says what to do: {}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass: 0 renewed, 0 failed, 1 skipped"), "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 1);
+    // With the same environment as the exec, it is renewed.
+    let exec = kubelet_like.exec(&["refresh"], b"");
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass: 1 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
+    assert_eq!(aws.token_calls(), 2);
+
+    // A service-account entry long expired goes, with its lock file.
+    let token = format!("token-sa-{}", fake_clouds::server::nonce());
+    aws.add_secret(&token);
+    let sa = TestServiceAccount {
+        token: Some(token),
+        annotations: BTreeMap::from([("eks.amazonaws.com/ecr-role-arn".to_string(), ROLE.to_string())]),
+    };
+    expect_accepted(
+        &plugin.request(&request_json(ApiVersion::V1, PRIVATE, Some(&sa), false)),
+        ApiVersion::V1,
+        PRIVATE,
+        &aws.secrets(),
+    );
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> =
+            std::fs::read_dir(plugin.cache_dir()).expect("list").flatten().map(|e| e.path()).collect();
+        files.sort();
+        files
+    };
+    let entry = files()
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"needsServiceAccountToken\":true")))
+        .expect("the service account's entry");
+    let lock = entry.with_extension("lock");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&entry).expect("entry")).expect("entry is JSON");
+    let long_ago = json["issuedAt"].as_u64().unwrap_or(0) - 3 * 3600;
+    for field in ["issuedAt", "refreshAt", "expiresAt"] {
+        json[field] = serde_json::Value::from(long_ago);
+    }
+    std::fs::write(&entry, json.to_string()).expect("age the entry");
+    std::fs::write(&lock, "").expect("its lock file, as a renewal leaves it");
+    kubelet_like.exec(&["refresh"], b"");
+    assert!(!entry.exists() && !lock.exists(), "removed with its lock: {:?}", files());
 }
