@@ -309,6 +309,19 @@ impl Cache {
             .collect()
     }
 
+    /// Every entry file of the directory, registry entries and sessions of
+    /// every plugin alike, with its content when it parses.
+    pub fn all_entries(&self) -> Vec<(PathBuf, Option<CachedCredential>)> {
+        self.files("", ".json")
+            .into_iter()
+            .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+            .map(|path| {
+                let entry = read_entry(&path);
+                (path, entry)
+            })
+            .collect()
+    }
+
     /// Removes the temp files of writers that died between creating and
     /// renaming them (a kill, a power cut), once they are `older_than`.
     pub fn remove_abandoned_temp_files(&self, plugin: &str, older_than: Duration) {

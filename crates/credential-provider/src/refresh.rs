@@ -44,44 +44,55 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
 
 /// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
+    let last = repeat(P::BINARY, every, |stop| pass(provider, cache, stop));
+    match last {
+        Some(summary) if summary.failed > 0 || summary.skipped > 0 => Err(Error::cloud(
+            P::NAME,
+            format!(
+                "{} cached credential(s) could not be renewed and {} were skipped",
+                summary.failed, summary.skipped
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `pass` once, or every `every` (jittered) until SIGTERM or SIGINT,
+/// which end the wait at once and the pass between entries. Returns the last
+/// pass's result for a single pass, `None` when looping (a loop ends only
+/// when asked to).
+pub fn repeat<T>(label: &str, every: Option<Duration>, mut pass: impl FnMut(&AtomicBool) -> T) -> Option<T> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
             tracing::warn!("cannot handle signal {signal} ({e}); it will end the process abruptly");
         }
     }
+    let stopping = || {
+        eprintln!("{label}: stopping: asked to terminate");
+        None
+    };
     loop {
-        let summary = pass(provider, cache, &stop);
+        let result = pass(&stop);
         if stop.load(Ordering::Relaxed) {
-            eprintln!("{}: stopping: asked to terminate", P::BINARY);
-            return Ok(());
+            return stopping();
         }
-        match every {
-            Some(period) => {
-                let deadline = Instant::now() + jittered(period);
-                while Instant::now() < deadline {
-                    if stop.load(Ordering::Relaxed) {
-                        eprintln!("{}: stopping: asked to terminate", P::BINARY);
-                        return Ok(());
-                    }
-                    std::thread::sleep(
-                        Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
-                    );
-                }
+        let Some(period) = every else {
+            return Some(result);
+        };
+        let deadline = Instant::now() + jittered(period);
+        while Instant::now() < deadline {
+            if stop.load(Ordering::Relaxed) {
+                return stopping();
             }
-            None if summary.failed > 0 || summary.skipped > 0 => {
-                return Err(Error::cloud(
-                    P::NAME,
-                    format!(
-                        "{} cached credential(s) could not be renewed and {} were skipped",
-                        summary.failed, summary.skipped
-                    ),
-                ));
-            }
-            None => return Ok(()),
+            std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
         }
     }
 }
+
+/// The line that ends a plugin's refresh pass, for whoever runs it (the
+/// node agent reads it): `<binary>: refresh pass [<plugin>]: …`.
+pub const PASS_MARKER: &str = "refresh pass [";
 
 /// What one pass did to the entries that were due.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,6 +101,28 @@ pub struct PassSummary {
     pub failed: usize,
     /// Due, but not this refresh's to renew: written under other settings.
     pub skipped: usize,
+}
+
+impl std::fmt::Display for PassSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} renewed, {} failed, {} skipped", self.renewed, self.failed, self.skipped)
+    }
+}
+
+impl PassSummary {
+    /// Reads what a pass's last line says (`2 renewed, 0 failed, 1 skipped`,
+    /// or `nothing to renew: …`).
+    pub fn parse(text: &str) -> Option<PassSummary> {
+        if text.starts_with("nothing to renew") {
+            return Some(PassSummary::default());
+        }
+        let mut counts = text.split(", ").map(|part| part.split_once(' '));
+        let mut count = |word: &str| match counts.next()? {
+            Some((n, w)) if w == word => n.parse().ok(),
+            _ => None,
+        };
+        Some(PassSummary { renewed: count("renewed")?, failed: count("failed")?, skipped: count("skipped")? })
+    }
 }
 
 /// What became of one due entry.
@@ -124,11 +157,11 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
     }
     if due.is_empty() {
         // Said once per pass, so that a loop that renews nothing is not mistaken for a stuck one.
-        let cached = cache.entries(P::NAME).len();
-        match cached {
-            0 => eprintln!("{}: nothing to renew: no credential of this plugin is cached", P::BINARY),
-            n => eprintln!("{}: nothing to renew: {n} cached credential(s), none past its refresh point", P::BINARY),
-        }
+        let what = match cache.entries(P::NAME).len() {
+            0 => "no credential of this plugin is cached".to_string(),
+            n => format!("{n} cached credential(s), none past its refresh point"),
+        };
+        eprintln!("{}: {PASS_MARKER}{}]: nothing to renew: {what}", P::BINARY, P::NAME);
         return PassSummary::default();
     }
     let queue = Mutex::new(due);
@@ -157,13 +190,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
         }
     });
     let summary = summary.into_inner().unwrap_or_default();
-    eprintln!(
-        "{}: refresh pass: {} renewed, {} failed, {} skipped",
-        P::BINARY,
-        summary.renewed,
-        summary.failed,
-        summary.skipped
-    );
+    eprintln!("{}: {PASS_MARKER}{}]: {summary}", P::BINARY, P::NAME);
     summary
 }
 
@@ -223,6 +250,15 @@ fn jittered(period: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_summary_reads_back() {
+        let summary = PassSummary { renewed: 2, failed: 0, skipped: 1 };
+        assert_eq!(PassSummary::parse(&summary.to_string()), Some(summary));
+        assert_eq!(PassSummary::parse("nothing to renew: 3 cached"), Some(PassSummary::default()));
+        assert_eq!(PassSummary::parse("2 renewed, 0 failed"), None);
+        assert_eq!(PassSummary::parse("x renewed, 0 failed, 0 skipped"), None);
+    }
 
     #[test]
     fn periods_below_a_second_are_refused() {

@@ -40,9 +40,19 @@ fn the_daemonset_fills_the_kubelets_paths_and_refreshes_the_shared_cache() {
             "--image-credential-provider-config=/host/config"
         ]
     );
-    let refresh = &spec["containers"][0];
-    assert_eq!(refresh["command"][0], "/opt/kubelet-credential-providers/ecr-credential-provider");
-    assert_eq!(refresh["args"][0], "refresh");
+    let containers = spec["containers"].as_sequence().expect("containers");
+    assert_eq!(containers.len(), 1, "one agent for every plugin");
+    let refresh = &containers[0];
+    assert_eq!(refresh["command"][0], "/opt/kubelet-credential-providers/credential-provider-refresh");
+    let args: Vec<&str> = refresh["args"].as_sequence().expect("args").iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(
+        args,
+        [
+            "--image-credential-provider-config=/host/config",
+            "--image-credential-provider-bin-dir=/host/bin",
+            "--every=5m"
+        ]
+    );
     assert_eq!(refresh["env"][0]["value"], SYSTEM_DIR);
     let containerfile = read("node/Containerfile");
     assert!(containerfile.contains("FROM scratch"), "{containerfile}");
@@ -55,11 +65,13 @@ fn the_daemonset_fills_the_kubelets_paths_and_refreshes_the_shared_cache() {
 
 #[test]
 fn the_systemd_units_run_refresh_against_the_kubelets_cache() {
-    let service = read("node/systemd/kubelet-credential-providers-refresh@.service");
-    assert!(service.contains(&format!("ExecStart={BIN_DIR}/%i-credential-provider $ARGS refresh")), "{service}");
+    let service = read("node/systemd/kubelet-credential-providers-refresh.service");
+    assert!(service.contains(&format!("ExecStart={BIN_DIR}/credential-provider-refresh")), "{service}");
+    assert!(service.contains(&format!("--image-credential-provider-config={CONFIG_DIR}")), "{service}");
+    assert!(service.contains(&format!("--image-credential-provider-bin-dir={BIN_DIR}")), "{service}");
     assert!(service.contains(&format!("CREDENTIAL_PROVIDER_CACHE_DIR={SYSTEM_DIR}")));
     assert!(service.contains(&format!("ReadWritePaths={SYSTEM_DIR}")));
-    let timer = read("node/systemd/kubelet-credential-providers-refresh@.timer");
+    let timer = read("node/systemd/kubelet-credential-providers-refresh.timer");
     assert!(timer.contains("OnUnitActiveSec=") && timer.contains("RandomizedDelaySec="), "{timer}");
 }
 

@@ -376,7 +376,7 @@ fn refresh_renews_stale_entries_so_execs_stay_offline() {
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
     assert_eq!(exec.stdout, "");
     assert_eq!(exec.stderr.matches("ecr-credential-provider: renewed ").count(), 2, "{}", exec.stderr);
-    assert!(exec.stderr.contains("refresh pass: 2 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass [ecr]: 2 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 4);
     expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
     expect_accepted(&plugin.request(&request(PUBLIC)), ApiVersion::V1, PUBLIC, &aws.secrets());
@@ -545,12 +545,12 @@ fn refresh_says_what_it_skips_and_removes_dead_service_account_entries() {
     assert_eq!(exec.code, Some(2), "a skipped entry fails the pass: {}", exec.stderr);
     assert!(exec.stderr.contains("skipped 123456789012.dkr.ecr.us-east-1.amazonaws.com"), "{}", exec.stderr);
     assert!(exec.stderr.contains("kubelet's config"), "it says what to do: {}", exec.stderr);
-    assert!(exec.stderr.contains("refresh pass: 0 renewed, 0 failed, 1 skipped"), "{}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass [ecr]: 0 renewed, 0 failed, 1 skipped"), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 1);
     // With the same environment as the exec, it is renewed.
     let exec = kubelet_like.exec(&["refresh"], b"");
     assert_eq!(exec.code, Some(0), "{}", exec.stderr);
-    assert!(exec.stderr.contains("refresh pass: 1 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
+    assert!(exec.stderr.contains("refresh pass [ecr]: 1 renewed, 0 failed, 0 skipped"), "{}", exec.stderr);
     assert_eq!(aws.token_calls(), 2);
 
     // A service-account entry long expired goes, with its lock file.

@@ -1,0 +1,154 @@
+//! The real `credential-provider-refresh` with the real GCR plugin against the
+//! fake Google, from a kubelet config whose provider has args and env.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use credential_provider::Secret;
+use credential_provider::cache::{self, Cache, CacheKey, CachedCredential, FORMAT_VERSION};
+use credential_provider::protocol::ApiVersion;
+use fake_clouds::FakeGoogle;
+use fake_clouds::conformance::request_json;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_credential-provider-refresh");
+const PLUGIN: &str = "gcr-credential-provider";
+const IMAGE: &str = "gcr.io/project/app";
+const ARGS: [&str; 3] = ["get-credentials", "--authFlow", "gcr"];
+
+/// A node: the kubelet's bin dir, config and the plugins' cache.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let node = Node { dir: tempfile::tempdir().expect("node") };
+        std::fs::create_dir_all(node.path("bin")).expect("bin dir");
+        // The plugin as the workspace built it, beside this agent.
+        let built = Path::new(AGENT).with_file_name(PLUGIN);
+        assert!(built.is_file(), "{} is not built: run cargo build --workspace (scripts/test does)", built.display());
+        std::os::unix::fs::symlink(&built, node.path("bin").join(PLUGIN)).expect("install the plugin");
+        node
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn write_config(&self, env: &[(String, String)]) {
+        let env: String =
+            env.iter().map(|(name, value)| format!("      - name: {name}\n        value: \"{value}\"\n")).collect();
+        let args: String = ARGS.iter().map(|a| format!("      - \"{a}\"\n")).collect();
+        let config = format!(
+            "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: {PLUGIN}\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    defaultCacheDuration: 10m\n    matchImages:\n      - \"gcr.io\"\n    args:\n{args}    env:\n{env}"
+        );
+        std::fs::write(self.path("config.yaml"), config).expect("config");
+    }
+
+    /// What the kubelet does for IMAGE: the plugin with the config's args and env.
+    fn kubelet_exec(&self, env: &[(String, String)]) -> String {
+        let mut child = Command::new(self.path("bin").join(PLUGIN))
+            .args(ARGS)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().cloned())
+            .env("CREDENTIAL_PROVIDER_CACHE_DIR", self.path("cache"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("exec");
+        use std::io::Write as _;
+        let request = request_json(ApiVersion::V1, IMAGE, None, false);
+        child.stdin.take().expect("stdin").write_all(request.as_bytes()).expect("request");
+        let output = child.wait_with_output().expect("wait");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let response: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a response");
+        response["auth"]["gcr.io"]["password"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// One pass of the agent: its exit code and what it printed.
+    fn agent(&self) -> (Option<i32>, String, String) {
+        let output = Command::new(AGENT)
+            .args(["--image-credential-provider-config", &self.path("config.yaml").display().to_string()])
+            .args(["--image-credential-provider-bin-dir", &self.path("bin").display().to_string()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CREDENTIAL_PROVIDER_CACHE_DIR", self.path("cache"))
+            .output()
+            .expect("run the agent");
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (output.status.code(), text(output.stdout), text(output.stderr))
+    }
+}
+
+#[test]
+fn one_pass_renews_what_the_kubelets_execs_read_and_says_what_it_skips() {
+    let google = FakeGoogle::start();
+    google.set_token_lifetime(6);
+    let node = Node::new();
+    let env = google.endpoint_env();
+    node.write_config(&env);
+    let first = node.kubelet_exec(&env);
+    assert_eq!(google.token_calls(), 1);
+
+    // Past its refresh point: one agent pass renews it, with the config's args and env.
+    std::thread::sleep(Duration::from_millis(3200));
+    let (code, stdout, stderr) = node.agent();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("{PLUGIN}: 1 renewed, 0 failed, 0 skipped")), "{stdout}");
+    assert_eq!(google.token_calls(), 2);
+    let renewed = node.kubelet_exec(&env);
+    assert_ne!(renewed, first, "the kubelet's next exec reads the renewed credential");
+    assert_eq!(google.token_calls(), 2, "and makes no call");
+
+    // A config whose env differs from what the entry was written under: skipped, said, and a failing pass.
+    std::thread::sleep(Duration::from_millis(3200));
+    let other: Vec<(String, String)> = env.iter().filter(|(name, _)| name != "GCE_METADATA_HOST").cloned().collect();
+    node.write_config(&other);
+    let (code, stdout, stderr) = node.agent();
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("{PLUGIN}: 0 renewed, 0 failed, 1 skipped")), "{stdout}");
+    assert!(stderr.contains("skipped gcr.io"), "the plugin says why: {stderr}");
+    assert_eq!(google.token_calls(), 2);
+}
+
+#[test]
+fn entries_no_configured_provider_claims_are_reported_and_deleted_once_expired() {
+    let google = FakeGoogle::start();
+    let node = Node::new();
+    let env = google.endpoint_env();
+    node.write_config(&env);
+    node.kubelet_exec(&env);
+    // Left by a provider removed from the config: one still valid, one expired.
+    let cache = Cache::open(&node.path("cache")).expect("cache");
+    let now = cache::unix_now();
+    let entry = |name: &str, expires_at: u64| {
+        let key = CacheKey::derive("ecr", &[name]);
+        let entry = CachedCredential {
+            format: FORMAT_VERSION,
+            plugin: "ecr".into(),
+            key: key.as_str().into(),
+            image: format!("{name}/app"),
+            registry: name.into(),
+            needs_service_account_token: false,
+            issued_at: now - 7200,
+            refresh_at: now - 3600,
+            expires_at,
+            username: "AWS".into(),
+            password: Secret::new("password-of-a-removed-provider".into()),
+        };
+        cache.write(&entry).expect("write");
+    };
+    entry("111111111111.dkr.ecr.us-east-1.amazonaws.com", now + 3600);
+    entry("222222222222.dkr.ecr.us-east-1.amazonaws.com", now - 60);
+    let (code, stdout, stderr) = node.agent();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("an entry of ecr for 111111111111.dkr.ecr.us-east-1.amazonaws.com"), "{stdout}");
+    assert!(stdout.contains("deleted") && stdout.contains("an expired entry of ecr"), "{stdout}");
+    let left: Vec<String> = cache.all_entries().into_iter().filter_map(|(_, e)| e.map(|e| e.registry)).collect();
+    assert!(left.contains(&"111111111111.dkr.ecr.us-east-1.amazonaws.com".to_string()), "{left:?}");
+    assert!(!left.contains(&"222222222222.dkr.ecr.us-east-1.amazonaws.com".to_string()), "{left:?}");
+    assert!(left.contains(&"gcr.io".to_string()), "the configured provider's entry stays: {left:?}");
+}
