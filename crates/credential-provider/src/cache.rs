@@ -160,6 +160,14 @@ impl CachedCredential {
         }
     }
 
+    /// The point from which `refresh` renews an entry: a tenth of its life
+    /// before the refresh point at which an exec would, so that while a
+    /// refresh runs that often (every 5 minutes against tokens of an hour or
+    /// more, say) every kubelet exec is answered from the cache.
+    pub fn renew_ahead_point(&self) -> u64 {
+        self.refresh_at.saturating_sub(self.expires_at.saturating_sub(self.issued_at) / 10)
+    }
+
     /// The point at which a credential issued at `issued_at` and expiring at
     /// `expires_at` is renewed: half-way through its life, so that a renewal
     /// that fails leaves the other half to try again (and to serve it stale).
@@ -539,6 +547,13 @@ mod tests {
     #[test]
     fn refresh_point_is_a_fraction_of_the_lifetime() {
         assert_eq!(CachedCredential::refresh_point(1000, 2000), 1500);
+        let entry = CachedCredential {
+            issued_at: 1000,
+            refresh_at: 1500,
+            expires_at: 2000,
+            ..entry(&CacheKey::derive("t", &["x"]), 0)
+        };
+        assert_eq!(entry.renew_ahead_point(), 1400);
         assert_eq!(CachedCredential::refresh_point(1000, 900), 1000);
     }
 }

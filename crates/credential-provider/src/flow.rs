@@ -118,7 +118,8 @@ pub struct RenewalFailure {
 }
 
 /// Step 2: renews the entry at `place` under its lock. `previous` is what
-/// the lookup found; `fetch` asks the cloud.
+/// the renewal was decided on (the lookup's entry, or a fresh one `refresh`
+/// renews ahead of its time); `fetch` asks the cloud.
 pub async fn renew<F, Fut>(
     cache: &Cache,
     place: &Place<'_>,
@@ -145,11 +146,18 @@ where
             None
         }
     };
-    let previous = cache.read(place.store, place.key).or(previous);
-    if let Some(entry) = previous.as_ref().filter(|e| e.freshness(cache::unix_now()) == Freshness::Fresh) {
+    // Renewed by another process while this one waited: an entry issued after
+    // the one this renewal was decided on, and fresh.
+    let current = cache.read(place.store, place.key);
+    let renewed_meanwhile = current.as_ref().filter(|entry| {
+        entry.freshness(cache::unix_now()) == Freshness::Fresh
+            && previous.as_ref().is_none_or(|seen| entry.issued_at > seen.issued_at)
+    });
+    if let Some(entry) = renewed_meanwhile {
         tracing::info!(entry = place.label, "renewed by another process; answered from the cache");
         return Ok(Renewal::ByAnother(entry.clone()));
     }
+    let previous = current.or(previous);
     let credential = match fetch().await {
         Ok(credential) => credential,
         Err(error) => return Err(Box::new(RenewalFailure { error, previous })),

@@ -1,6 +1,6 @@
-//! `PLUGIN refresh [--every DURATION]`: renews every cached credential past
-//! its refresh point, a few at a time, so that the kubelet's execs always hit
-//! a warm cache. For a systemd timer (one pass) or a DaemonSet loop (`--every`,
+//! `PLUGIN refresh [--every DURATION]`: renews every cached credential near
+//! its refresh point (a tenth of its life ahead of it), a few at a time, so
+//! that the kubelet's execs always hit a warm cache. For a systemd timer (one pass) or a DaemonSet loop (`--every`,
 //! with jitter, stopping cleanly on SIGTERM).
 //!
 //! Entries that need a request's service-account token cannot be renewed
@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cache::{self, Cache, CachedCredential, Freshness};
+use crate::cache::{self, Cache, CachedCredential};
 use crate::credentials::{self, RenewalError};
 use crate::error::Error;
 use crate::flow::Renewal;
@@ -151,7 +151,8 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
             }
             continue;
         }
-        if entry.freshness(now) != Freshness::Fresh {
+        // Ahead of the kubelet's execs, which would renew it at its refresh point.
+        if now >= entry.renew_ahead_point() {
             due.push(entry);
         }
     }
