@@ -220,18 +220,21 @@ pub struct Unreachable {
 }
 
 impl Unreachable {
-    pub fn new(url: &reqwest::Url, cause: &(dyn std::error::Error + 'static)) -> Unreachable {
-        Unreachable {
-            endpoint: format!("{}://{}{}", url.scheme(), url.authority(), url.path()),
-            cause: innermost_cause(cause),
-        }
+    /// `url` (without its query) could not be reached because of `error`,
+    /// said in the transport's own words.
+    pub fn new(url: &reqwest::Url, error: &(dyn std::error::Error + 'static)) -> Unreachable {
+        Unreachable::with_cause(url, innermost_cause(error))
+    }
+
+    fn with_cause(url: &reqwest::Url, cause: String) -> Unreachable {
+        Unreachable { endpoint: format!("{}://{}{}", url.scheme(), url.authority(), url.path()), cause }
     }
 
     /// A reqwest failure, with the URL it names.
     pub fn from_reqwest(e: &reqwest::Error) -> Unreachable {
         let cause = if e.is_timeout() { "timed out".to_string() } else { innermost_cause(e) };
         match e.url() {
-            Some(url) => Unreachable { cause, ..Unreachable::new(url, e) },
+            Some(url) => Unreachable::with_cause(url, cause),
             None => Unreachable { endpoint: "an endpoint".into(), cause },
         }
     }

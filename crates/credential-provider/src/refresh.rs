@@ -137,6 +137,8 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
     let now = cache::unix_now();
     let mut due = Vec::new();
+    // The entries still cached once this loop is done with them.
+    let mut cached = 0;
     for (path, entry) in cache.entries(P::NAME) {
         let Some(entry) = entry else {
             tracing::info!(path = %path.display(), "removing an unreadable cache entry");
@@ -148,9 +150,12 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
             // renews it once that pod is gone: removed, lock and all.
             if now > entry.expires_at + EXPIRED_ENTRY_GRACE_SECS {
                 cache.remove_with_lock(&path);
+            } else {
+                cached += 1;
             }
             continue;
         }
+        cached += 1;
         // Ahead of the kubelet's execs, which would renew it at its refresh point.
         if now >= entry.renew_ahead_point() {
             due.push(entry);
@@ -158,7 +163,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
     }
     if due.is_empty() {
         // Said once per pass, so that a loop that renews nothing is not mistaken for a stuck one.
-        let what = match cache.entries(P::NAME).len() {
+        let what = match cached {
             0 => "no credential of this plugin is cached".to_string(),
             n => format!("{n} cached credential(s), none past its refresh point"),
         };
