@@ -56,3 +56,27 @@ pub fn simulate_example(
     }
     simulate(&providers, bin.path(), image, &ServiceAccountInput::default(), EXEC_TIMEOUT, false)
 }
+
+/// A kubelet config of one provider, as YAML, for the tests and tools that
+/// build a node of their own: `name` with its `matchImages`, `args` and `env`.
+pub fn provider_config(
+    name: &str,
+    default_cache_duration: &str,
+    match_images: &[&str],
+    args: &[&str],
+    env: &[(String, String)],
+) -> String {
+    // JSON strings are YAML's double-quoted scalars: any value reads back as written.
+    let quote = |text: &str| serde_json::Value::from(text).to_string();
+    let list = |items: Vec<String>| match items.is_empty() {
+        true => "      []\n".to_string(),
+        false => items.concat(),
+    };
+    let matches = list(match_images.iter().map(|m| format!("      - {}\n", quote(m))).collect());
+    let args = list(args.iter().map(|a| format!("      - {}\n", quote(a))).collect());
+    let env =
+        list(env.iter().map(|(n, v)| format!("      - name: {}\n        value: {}\n", quote(n), quote(v))).collect());
+    format!(
+        "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: {name}\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    defaultCacheDuration: {default_cache_duration}\n    matchImages:\n{matches}    args:\n{args}    env:\n{env}"
+    )
+}

@@ -37,12 +37,7 @@ impl Node {
     }
 
     fn write_config(&self, env: &[(String, String)]) {
-        let env: String =
-            env.iter().map(|(name, value)| format!("      - name: {name}\n        value: \"{value}\"\n")).collect();
-        let args: String = ARGS.iter().map(|a| format!("      - \"{a}\"\n")).collect();
-        let config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: {PLUGIN}\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    defaultCacheDuration: 10m\n    matchImages:\n      - \"gcr.io\"\n    args:\n{args}    env:\n{env}"
-        );
+        let config = fake_clouds::examples::provider_config(PLUGIN, "10m", &["gcr.io"], &ARGS, env);
         std::fs::write(self.path("config.yaml"), config).expect("config");
     }
 

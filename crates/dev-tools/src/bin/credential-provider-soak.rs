@@ -187,15 +187,8 @@ fn main() {
 
 /// The provider's entry of the kubelet config: its args and env.
 fn config_file(provider: &SoakProvider) -> String {
-    let args: String = provider.args.iter().map(|a| format!("      - \"{a}\"\n")).collect();
-    let env: String =
-        provider.env.iter().map(|(n, v)| format!("      - name: {n}\n        value: \"{v}\"\n")).collect();
-    let matches: String = provider.images.iter().map(|i| format!("      - \"{}\"\n", registry(i))).collect();
-    format!(
-        "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: {}\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    defaultCacheDuration: 1m\n    matchImages:\n{matches}    args:\n{}    env:\n{env}",
-        provider.binary,
-        if args.is_empty() { "      []\n".to_string() } else { args },
-    )
+    let matches: Vec<&str> = provider.images.iter().map(|image| registry(image)).collect();
+    fake_clouds::examples::provider_config(provider.binary, "1m", &matches, provider.args, &provider.env)
 }
 
 /// The plugin as the kubelet execs it: the config's env, the shared cache.
