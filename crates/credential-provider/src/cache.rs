@@ -13,15 +13,15 @@
 //! the cloud and never a reason to fail a pull.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::files;
 use crate::secret::Secret;
 
 /// Bumped whenever the entry layout or the key derivation changes; entries of
@@ -189,8 +189,6 @@ pub struct EntryLock {
     _file: File,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Cache {
     /// Opens `dir`, creating it 0700 if needed. A directory that another user
     /// owns, or that others can write, is refused: whoever can write it can
@@ -251,22 +249,7 @@ impl Cache {
         let path = self.dir.join(&name);
         let io_error = |source| CacheError::Entry { path: path.clone(), source };
         let body = serde_json::to_vec(entry).map_err(|e| io_error(io::Error::other(e)))?;
-        let temp = self.dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-            file.write_all(&body)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result.map_err(io_error)
+        files::write_atomically(&path, &body, 0o600).map_err(io_error)
     }
 
     /// Takes the exclusive lock on `key`, waiting at most `wait`. `None` when

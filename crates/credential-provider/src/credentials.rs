@@ -44,14 +44,7 @@ pub fn get<P: Provider>(
     plan: &Plan<P::Target>,
     image: &str,
 ) -> Result<Lease, Error> {
-    let key = key::<P>(plan);
-    let place = place::<P>(plan, &key, image);
-    let lease = match flow::lookup(cache, &place) {
-        Lookup::Fresh(entry) => Lease::of_entry(&entry),
-        Lookup::Due(previous) => {
-            block_on(flow::renew_or_fall_back(cache, &place, previous, || fetch(provider, cache, plan)))?
-        }
-    };
+    let lease = get_unverified(provider, cache, plan, image)?;
     if !provider.verifies_credentials() {
         return Ok(lease);
     }
@@ -61,11 +54,32 @@ pub fn get<P: Provider>(
             // Refused: forget it and get one more, which must pass.
             tracing::info!("{service} refused the credential ({message}); fetching a new one");
             forget::<P>(cache, plan);
+            let key = key::<P>(plan);
+            let place = place::<P>(plan, &key, image);
             let lease = block_on(flow::get(cache, &place, || fetch(provider, cache, plan)))?;
             block_on(provider.verify(plan, &lease.credential, &sessions))?;
             Ok(lease)
         }
         _ => Ok(lease),
+    }
+}
+
+/// [`get`] without the plugin's `verify`: for a client that proves the
+/// credential itself, with the pull it wants it for (the docker credential
+/// helper, which knows a registry but no repository to verify against).
+pub fn get_unverified<P: Provider>(
+    provider: &P,
+    cache: Option<&Cache>,
+    plan: &Plan<P::Target>,
+    image: &str,
+) -> Result<Lease, Error> {
+    let key = key::<P>(plan);
+    let place = place::<P>(plan, &key, image);
+    match flow::lookup(cache, &place) {
+        Lookup::Fresh(entry) => Ok(Lease::of_entry(&entry)),
+        Lookup::Due(previous) => {
+            block_on(flow::renew_or_fall_back(cache, &place, previous, || fetch(provider, cache, plan)))
+        }
     }
 }
 

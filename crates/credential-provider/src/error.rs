@@ -8,6 +8,7 @@
 //!   permission missing: fix the identity or retry later.
 
 use crate::cache::CacheError;
+use crate::docker_config::DockerConfigError;
 use crate::endpoints::EndpointError;
 use crate::image::ImageError;
 use crate::protocol::RequestError;
@@ -50,6 +51,13 @@ pub enum Error {
     /// `check` ran and found steps that did not pass.
     #[error("{0}")]
     CheckFailed(String),
+    #[error("{0}")]
+    DockerConfig(#[from] DockerConfigError),
+    /// The docker credential-helper protocol has already told the client
+    /// what failed, on stdout as it requires: the run ends with `exit_code`
+    /// and says nothing more.
+    #[error("the docker credential helper answered with an error")]
+    AnsweredOnStdout { exit_code: i32 },
 }
 
 impl Error {
@@ -116,6 +124,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Cloud { .. } | Error::Denied { .. } | Error::CheckFailed(_) => EXIT_CLOUD,
+            Error::AnsweredOnStdout { exit_code } => *exit_code,
             _ => EXIT_USAGE,
         }
     }

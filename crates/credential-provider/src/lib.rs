@@ -9,6 +9,9 @@
 //! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`endpoints`]: where each call goes, and the overrides tests use;
 //! - [`protocol`]: the kubelet's request and response, every API version;
+//! - [`files`]: replacing a file whole, atomically and durably;
+//! - [`docker_config`]: `credHelpers` entries in a docker config file, and
+//!   the `docker-credential-<name>` link to a plugin;
 //! - [`cache`]: the on-disk cache shared by every exec, with its locking;
 //! - [`error`]: the errors a run can end with, and their exit codes;
 //! - [`check`]: the permission report of `check`;
@@ -22,6 +25,8 @@
 //! - [`credentials`]: a provider's registry credentials through the flow;
 //! - [`refresh`]: renewing the cache ahead of the kubelet;
 //! - [`logging`]: the scrubbed logger, the one error line, exit codes;
+//! - [`docker_helper`]: the docker credential-helper protocol, from the same
+//!   credentials and cache;
 //! - [`runner`]: the command line and what each command does.
 //!
 //! Each module uses only modules listed before it, so the core reads from
@@ -30,8 +35,11 @@
 pub mod cache;
 pub mod check;
 pub mod credentials;
+pub mod docker_config;
+pub mod docker_helper;
 pub mod endpoints;
 pub mod error;
+pub mod files;
 pub mod flow;
 pub mod http;
 pub mod image;

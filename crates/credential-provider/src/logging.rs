@@ -1,5 +1,6 @@
-//! What a run leaves on stderr, and how it ends: the scrubbed logger, the one
-//! error line, the exit code, and a panic that says nothing but where.
+//! What a run leaves on stderr and stdout, and how it ends: the scrubbed
+//! logger, the one error line, the exit code, a panic that says nothing but
+//! where, and the one write of an answer to stdout.
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -50,14 +51,23 @@ pub fn init(verbose: u8, binary: &str) {
 pub fn exit(binary: &str, outcome: Result<(), Error>) -> ! {
     let code = match outcome {
         Ok(()) => 0,
+        Err(error @ Error::AnsweredOnStdout { .. }) => error.exit_code(),
         Err(error) => {
-            eprintln!("{binary}: error: {}", one_line(&secret::scrub(&error.to_string())));
+            eprintln!("{binary}: error: {}", error_line(&error));
             error.exit_code()
         }
     };
     std::process::exit(code)
 }
 
-fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+/// What an error says, on one line and scrubbed of every secret.
+pub fn error_line(error: &Error) -> String {
+    secret::scrub(&error.to_string()).replace(['\n', '\r'], " ")
+}
+
+/// Writes all of `text` to stdout at once, or fails.
+pub fn write_stdout(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::Output)
 }

@@ -5,11 +5,14 @@
 //! JSON document ever reaches stdout; logs and errors go to stderr, scrubbed of
 //! secrets (see [`logging`](crate::logging)). The credential itself comes from
 //! [`credentials`](crate::credentials), and `refresh` from
-//! [`refresh`](crate::refresh).
+//! [`refresh`](crate::refresh). Run as `docker-credential-NAME`, or with the
+//! `docker-helper` subcommand, a plugin speaks the docker credential-helper
+//! protocol instead, whose errors go to stdout (see
+//! [`docker_helper`](crate::docker_helper)).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::cache::{self, Cache};
 use crate::check::{Outcome, OutputFormat};
 use crate::credentials;
+use crate::docker_config;
+use crate::docker_helper;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::flow::Lease;
@@ -86,12 +91,37 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = crate::refresh::parse_period)]
         every: Option<Duration>,
     },
+    /// Speak the docker credential-helper protocol (what a docker-credential-NAME link to this binary runs).
+    DockerHelper {
+        /// The protocol's operation; its input is read from stdin.
+        #[arg(value_enum)]
+        operation: docker_helper::Operation,
+        /// The name the helper was run under.
+        #[arg(long, hide = true, value_name = "NAME")]
+        invoked_as: Option<String>,
+    },
+    /// Make docker, podman, buildah, skopeo and crane get REGISTRY's credentials from this plugin.
+    InstallDockerHelper {
+        /// The registries to add to the docker config's credHelpers (HOST or HOST:PORT).
+        #[arg(value_name = "REGISTRY", required = true)]
+        registries: Vec<String>,
+        /// The docker config to edit [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The helper's name: clients run docker-credential-NAME [default: the plugin's short name, e.g. ecr].
+        #[arg(long, value_name = "NAME")]
+        helper: Option<String>,
+        /// Also link DIR/docker-credential-NAME to this binary (DIR should be on PATH).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a plugin and exits the process with its exit code.
 pub fn run<P: Provider>() -> ! {
     logging::install_panic_hook(P::BINARY);
-    logging::exit(P::BINARY, run_with_args::<P>(std::env::args_os().collect()))
+    let args = docker_helper::args_as_subcommand(std::env::args_os().collect());
+    logging::exit(P::BINARY, run_with_args::<P>(args))
 }
 
 /// The plugin's command line: the shared flags, the plugin's own, the subcommands.
@@ -174,6 +204,14 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             let provider = P::new(cli.plugin, endpoints)?;
             crate::refresh::run(&provider, &cache, every)
         }
+        Some(Command::DockerHelper { operation, invoked_as }) => {
+            let name = invoked_as.unwrap_or_else(|| format!("{}{}", docker_config::HELPER_PREFIX, P::NAME));
+            docker_helper::serve::<P>(operation, &name, || P::new(cli.plugin, endpoints), open_cache)
+        }
+        Some(Command::InstallDockerHelper { registries, config, helper, bin_dir }) => {
+            let provider = P::new(cli.plugin, endpoints)?;
+            docker_helper::install(&provider, &docker_helper::Installation { registries, config, helper, bin_dir })
+        }
         None => {
             let request = match &cli.image {
                 Some(image) => request_from_flags(
@@ -186,7 +224,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
             let response = respond(&provider, cache.as_ref(), &request)?;
-            write_stdout(&response.encode())
+            logging::write_stdout(&response.encode())
         }
     }
 }
@@ -270,7 +308,7 @@ fn check<P: Provider>(provider: &P, cache: Option<&Cache>, image: &str, output: 
         OutputFormat::Table => report.to_table(),
         OutputFormat::Json => report.to_json(),
     };
-    write_stdout(&text)?;
+    logging::write_stdout(&text)?;
     if report.all_allowed() {
         Ok(())
     } else {
@@ -329,12 +367,6 @@ fn request_from_flags(
     let service_account =
         (token.is_some() || !parsed.is_empty()).then_some(ServiceAccount { token, annotations: parsed });
     Ok(CredentialProviderRequest { api_version: ApiVersion::V1, image: image.to_string(), service_account })
-}
-
-/// Writes all of `text` to stdout at once, or fails.
-fn write_stdout(text: &str) -> Result<(), Error> {
-    let mut stdout = io::stdout().lock();
-    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::Output)
 }
 
 #[cfg(test)]

@@ -100,6 +100,16 @@ impl PluginUnderTest {
         other
     }
 
+    /// The same plugin and environment with a new, empty cache.
+    pub fn with_fresh_cache(&self) -> PluginUnderTest {
+        let env = self.env.iter().filter(|(k, _)| k != "CREDENTIAL_PROVIDER_CACHE_DIR").cloned();
+        let mut other = PluginUnderTest::new(&self.binary).with_env(env.collect::<Vec<_>>());
+        if !other.env.iter().any(|(k, _)| k == "HOME") {
+            other.set_env("HOME", &self.home().display().to_string());
+        }
+        other
+    }
+
     /// The plugin binary.
     pub fn binary(&self) -> &Path {
         &self.binary

@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod azure;
 pub mod conformance;
+pub mod docker_helper;
 pub mod examples;
 pub mod google;
 pub mod hardening;

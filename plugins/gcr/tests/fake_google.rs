@@ -583,3 +583,20 @@ fn an_unreachable_metadata_server_is_said_with_its_cause() {
         std::time::Duration::from_secs(10),
     );
 }
+
+#[test]
+fn speaks_the_docker_credential_helper_protocol() {
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    fake_clouds::docker_helper::run_protocol(&plugin, GCR, || google.secrets());
+    google.set_fault(Some(Fault::Status(403)));
+    let host = GCR.split('/').next().unwrap_or_default();
+    fake_clouds::docker_helper::expect_cloud_failure(&plugin, host, &google.secrets());
+}
+
+#[test]
+fn installs_itself_as_a_docker_credential_helper() {
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    fake_clouds::docker_helper::run_install(&plugin, &["gcr.io", "us-docker.pkg.dev"], "quay.io");
+}

@@ -1,0 +1,197 @@
+//! Running a plugin as a docker credential helper, the way docker, podman and
+//! skopeo do (`docker-credential-NAME get`, the server URL on stdin), and
+//! judging its answers by the rules of their client library: a `get` answer
+//! is one JSON object with exactly `ServerURL`, `Username` and `Secret`; "no
+//! credentials here" is exactly "credentials not found in native keychain"
+//! on stdout with a non-zero exit; any other error is a line on stdout.
+//! Written from those rules, not from the core's encoder.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::conformance::{Exec, PluginUnderTest, expect_no_secrets, request_json};
+use credential_provider::protocol::ApiVersion;
+use kubelet_simulator::wire::decode_response;
+
+/// What clients compare stdout with to tell "no credentials here".
+pub const NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// A plugin linked as `docker-credential-NAME`, sharing its cache and
+/// environment.
+#[derive(Debug)]
+pub struct Helper {
+    pub name: String,
+    pub link: PathBuf,
+    pub run: PluginUnderTest,
+    _dir: tempfile::TempDir,
+}
+
+impl Helper {
+    /// Links `docker-credential-<name>` to `plugin`'s binary in a directory
+    /// of its own.
+    pub fn link(plugin: &PluginUnderTest, name: &str) -> Helper {
+        let dir = tempfile::tempdir().expect("link dir");
+        let link = dir.path().join(format!("docker-credential-{name}"));
+        let target = fs::canonicalize(plugin.binary()).expect("plugin binary");
+        std::os::unix::fs::symlink(target, &link).expect("symlink");
+        Helper { name: name.to_string(), run: plugin.with_program(&link), link, _dir: dir }
+    }
+
+    /// One operation, with `input` on stdin, as clients run it.
+    pub fn exec(&self, operation: &str, input: &str) -> Exec {
+        self.run.exec(&[operation], input.as_bytes())
+    }
+}
+
+/// A `get` answer, read as docker's client library reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelperCredential {
+    #[serde(rename = "ServerURL")]
+    pub server_url: String,
+    #[serde(rename = "Username")]
+    pub username: String,
+    #[serde(rename = "Secret")]
+    pub secret: String,
+}
+
+/// Asserts `exec` answered `get` for `server_url` with a credential, and that
+/// no secret reached stderr.
+pub fn expect_credential(exec: &Exec, server_url: &str, secrets: &[String]) -> HelperCredential {
+    assert_eq!(exec.code, Some(0), "get {server_url}: stdout {:?}, stderr {:?}", exec.stdout, exec.stderr);
+    expect_no_secrets(&exec.stderr, secrets);
+    assert_eq!(exec.stdout.lines().count(), 1, "one JSON line: {:?}", exec.stdout);
+    let credential: HelperCredential =
+        serde_json::from_str(&exec.stdout).unwrap_or_else(|e| panic!("not a helper answer: {e}: {:?}", exec.stdout));
+    assert_eq!(credential.server_url, server_url, "ServerURL echoes the request");
+    assert!(!credential.username.is_empty() && !credential.secret.is_empty(), "empty credential");
+    credential
+}
+
+/// Asserts `exec` said "no credentials here" as clients recognize it.
+pub fn expect_not_found(exec: &Exec) {
+    assert_eq!(exec.code, Some(1), "stdout {:?}, stderr {:?}", exec.stdout, exec.stderr);
+    assert_eq!(exec.stdout.trim_end(), NOT_FOUND);
+}
+
+/// Asserts `exec` failed with one line on stdout that is not "not found",
+/// naming no secret anywhere; returns that line.
+pub fn expect_helper_error(exec: &Exec, secrets: &[String]) -> String {
+    assert!(exec.code.is_some_and(|code| code != 0), "must fail; stdout {:?}", exec.stdout);
+    let lines: Vec<&str> = exec.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stdout, where clients read errors: {:?}", exec.stdout);
+    assert_ne!(lines[0], NOT_FOUND, "an error is not 'no credentials here'");
+    expect_no_secrets(&exec.stdout, secrets);
+    expect_no_secrets(&exec.stderr, secrets);
+    lines[0].to_string()
+}
+
+/// The protocol through `plugin` linked as a helper, for `image` (which it
+/// serves): `version`, `get` under every spelling of the server URL, the
+/// same credential as a kubelet exec from the same cache, `list`, "not
+/// found" for registries it does not serve, and `store`/`erase` refused.
+/// `secrets` is asked after the runs, so it sees what the fake clouds issued.
+pub fn run_protocol(plugin: &PluginUnderTest, image: &str, secrets: impl Fn() -> Vec<String>) -> HelperCredential {
+    let host = image.split('/').next().expect("host").to_string();
+    let helper = Helper::link(plugin, "test");
+
+    let version = helper.exec("version", "");
+    assert_eq!(version.code, Some(0), "{version:?}");
+    assert!(version.stdout.starts_with("docker-credential-test ("), "{:?}", version.stdout);
+
+    let first = expect_credential(&helper.exec("get", &host), &host, &secrets());
+    for server_url in [format!("https://{host}"), format!("https://{host}/v2/\n"), host.to_uppercase()] {
+        let again = expect_credential(&helper.exec("get", &server_url), server_url.trim(), &secrets());
+        assert_eq!((&again.username, &again.secret), (&first.username, &first.secret), "{server_url}");
+    }
+
+    // The kubelet's exec reads the credential the helper cached, and the
+    // other way round: one cache for both.
+    let exec = plugin.exec(&[], request_json(ApiVersion::V1, image, None, false).as_bytes());
+    assert_eq!(exec.code, Some(0), "{}", exec.stderr);
+    let response = decode_response(&exec.stdout, ApiVersion::V1).expect("kubelet response");
+    let auth = response.auth.get(&host).expect("auth for the host");
+    assert_eq!((&auth.username, &auth.password), (&first.username, &first.secret), "one cache for both sides");
+
+    let list = helper.exec("list", "");
+    assert_eq!(list.code, Some(0), "{list:?}");
+    let listed: std::collections::BTreeMap<String, String> = serde_json::from_str(&list.stdout).expect("list JSON");
+    assert_eq!(listed.get(&host), Some(&first.username), "{listed:?}");
+
+    for unserved in ["https://index.docker.io/v1/", "quay.io", "localhost:5000", "", "not a url"] {
+        expect_not_found(&helper.exec("get", unserved));
+    }
+
+    let stored = r#"{"ServerURL":"x.example","Username":"u","Secret":"store-secret-0451"}"#;
+    let mut refused_secrets = secrets();
+    refused_secrets.push("store-secret-0451".into());
+    for (operation, input) in [("store", stored), ("erase", host.as_str())] {
+        let line = expect_helper_error(&helper.exec(operation, input), &refused_secrets);
+        assert!(line.contains("not supported"), "{operation}: {line}");
+    }
+    first
+}
+
+/// `get` when the cloud fails (the caller broke it): an error line on
+/// stdout, the cloud's exit code, no secret, and no credential.
+pub fn expect_cloud_failure(plugin: &PluginUnderTest, host: &str, secrets: &[String]) {
+    let helper = Helper::link(&plugin.with_fresh_cache(), "test");
+    let exec = helper.exec("get", host);
+    let line = expect_helper_error(&exec, secrets);
+    assert_eq!(exec.code, Some(2), "a cloud failure: {line}");
+}
+
+/// `install-docker-helper` through the plugin: it links the helper and adds
+/// `credHelpers` entries for `hosts` (which it serves) to a config that has
+/// other settings, keeping them; it refuses `unserved` and a helper name
+/// that is another program's, changing nothing.
+pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("docker").join("config.json");
+    fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
+    let original = r#"{"auths":{"quay.io":{"auth":"dTpw"}},"credsStore":"pass"}"#;
+    fs::write(&config, original).expect("write config");
+    let bin = dir.path().join("bin");
+    let config_arg = config.display().to_string();
+    let bin_arg = bin.display().to_string();
+
+    let mut args = vec!["install-docker-helper", "--config", &config_arg, "--bin-dir", &bin_arg, "--helper", "mine"];
+    args.extend(hosts);
+    let exec = plugin.exec(&args, b"");
+    assert_eq!(exec.code, Some(0), "{exec:?}");
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&config).expect("read")).expect("json");
+    assert_eq!(written["auths"]["quay.io"]["auth"], "dTpw");
+    assert_eq!(written["credsStore"], "pass");
+    for host in hosts {
+        assert_eq!(written["credHelpers"][host], "mine", "{written}");
+    }
+    let link = bin.join("docker-credential-mine");
+    assert_eq!(fs::canonicalize(&link).expect("link"), fs::canonicalize(plugin.binary()).expect("binary"));
+    assert!(exec.stdout.contains("added"), "{}", exec.stdout);
+
+    // Again: nothing to change, and it says so.
+    let again = plugin.exec(&args, b"");
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(again.stdout.contains("already") && !again.stdout.contains("added"), "{}", again.stdout);
+
+    let before = fs::read(&config).expect("read");
+    let refused = plugin.exec(&["install-docker-helper", "--config", &config_arg, hosts[0], unserved], b"");
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("not one this plugin serves"), "{}", refused.stderr);
+    assert_eq!(fs::read(&config).expect("read"), before, "a refused install changes nothing");
+
+    // A different program answers to the name on PATH: refused.
+    let foreign = dir.path().join("foreign");
+    fs::create_dir(&foreign).expect("mkdir");
+    let impostor = foreign.join("docker-credential-other");
+    fs::write(&impostor, "#!/bin/sh\necho hi\n").expect("write");
+    fs::set_permissions(&impostor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mut with_path = plugin.with_fresh_cache();
+    with_path.set_env("PATH", &foreign.display().to_string());
+    let taken = with_path.exec(&["install-docker-helper", "--config", &config_arg, "--helper", "other", hosts[0]], b"");
+    assert_eq!(taken.code, Some(1), "{taken:?}");
+    assert!(taken.stderr.contains("another program"), "{}", taken.stderr);
+    assert_eq!(fs::read(&config).expect("read"), before, "a refused install changes nothing");
+}
