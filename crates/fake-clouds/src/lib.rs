@@ -15,6 +15,7 @@ pub mod hardening;
 pub mod ibm;
 pub mod moto;
 pub mod oci;
+pub mod real_client;
 pub mod registry;
 pub mod server;
 

@@ -609,3 +609,14 @@ fn installs_itself_as_a_docker_credential_helper() {
         "quay.io",
     );
 }
+
+#[test]
+fn skopeo_reads_a_manifest_through_the_helper_from_a_real_registry() {
+    if !fake_clouds::real_client::in_private_namespaces(
+        "skopeo_reads_a_manifest_through_the_helper_from_a_real_registry",
+    ) {
+        return;
+    }
+    let aws = FakeAws::start();
+    fake_clouds::real_client::pull_through_helper(&plugin(&aws), PRIVATE, || aws.secrets());
+}

@@ -600,3 +600,14 @@ fn installs_itself_as_a_docker_credential_helper() {
     let plugin = plugin(&google);
     fake_clouds::docker_helper::run_install(&plugin, &["gcr.io", "us-docker.pkg.dev"], "quay.io");
 }
+
+#[test]
+fn skopeo_reads_a_manifest_through_the_helper_from_a_real_registry() {
+    if !fake_clouds::real_client::in_private_namespaces(
+        "skopeo_reads_a_manifest_through_the_helper_from_a_real_registry",
+    ) {
+        return;
+    }
+    let google = FakeGoogle::start();
+    fake_clouds::real_client::pull_through_helper(&plugin(&google), ARTIFACT_REGISTRY, || google.secrets());
+}
