@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -44,7 +44,7 @@ pub const SUBCOMMAND: &str = "docker-helper";
 pub const REPOSITORY: &str = "docker-credential-helper";
 
 /// A server URL is one line; anything much larger is not one.
-const MAX_INPUT_BYTES: u64 = 64 * 1024;
+const MAX_INPUT_BYTES: usize = 64 * 1024;
 
 /// The operations of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -201,19 +201,11 @@ fn list<P: Provider>(cache: Option<&Cache>) -> Result<String, Failure> {
 
 /// The operation's input: all of stdin, trimmed.
 fn read_input() -> Result<String, Error> {
-    let stdin = io::stdin();
-    if stdin.is_terminal() {
-        return Err(Error::Usage(
-            "no input: the server URL goes on stdin, e.g. echo HOST | docker-credential-NAME get".into(),
-        ));
-    }
-    let mut body = Vec::new();
-    stdin
-        .lock()
-        .take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
-    if body.len() as u64 > MAX_INPUT_BYTES {
+    let body = logging::read_stdin(
+        MAX_INPUT_BYTES,
+        "no input: the server URL goes on stdin, e.g. echo HOST | docker-credential-NAME get",
+    )?;
+    if body.len() > MAX_INPUT_BYTES {
         return Err(Error::Usage(format!("the input is larger than {} KiB: not a server URL", MAX_INPUT_BYTES / 1024)));
     }
     let text = String::from_utf8(body).map_err(|_| Error::Usage("the input is not UTF-8: not a server URL".into()))?;

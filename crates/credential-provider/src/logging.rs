@@ -1,6 +1,6 @@
-//! What a run leaves on stderr and stdout, and how it ends: the scrubbed
-//! logger, the one error line, the exit code, a panic that says nothing but
-//! where, and the one write of an answer to stdout.
+//! A run's standard streams, and how it ends: the scrubbed logger, the one
+//! error line, the exit code, a panic that says nothing but where, the one
+//! read of stdin and the one write of an answer to stdout.
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -70,4 +70,22 @@ pub fn write_stdout(text: &str) -> Result<(), Error> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(Error::Output)
+}
+
+/// Reads stdin, where a request or a server URL arrives: at most one byte
+/// more than `limit`, so that the caller sees a larger input and refuses it.
+/// A terminal is refused with `nothing_piped` rather than waited on.
+pub fn read_stdin(limit: usize, nothing_piped: &str) -> Result<Vec<u8>, Error> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Error::Usage(nothing_piped.to_string()));
+    }
+    let mut body = Vec::new();
+    stdin
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
+    Ok(body)
 }

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -219,7 +218,10 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
                     cli.service_account_token_file.as_deref(),
                     &cli.service_account_annotations,
                 )?,
-                None => decode_request(&read_stdin()?)?,
+                None => decode_request(&logging::read_stdin(
+                    MAX_REQUEST_BYTES,
+                    "no request: pipe a CredentialProviderRequest to stdin, or pass --image IMAGE",
+                )?)?,
             };
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
@@ -315,24 +317,6 @@ fn check<P: Provider>(provider: &P, cache: Option<&Cache>, image: &str, output: 
         let failing = report.steps.iter().filter(|s| s.outcome != Outcome::Allowed).count();
         Err(Error::CheckFailed(format!("{failing} of {} checks did not pass for {}", report.steps.len(), report.image)))
     }
-}
-
-/// Reads stdin, where the kubelet writes its request: at most one byte more
-/// than [`MAX_REQUEST_BYTES`], so that a larger one is seen and refused.
-fn read_stdin() -> Result<Vec<u8>, Error> {
-    let stdin = io::stdin();
-    if stdin.is_terminal() {
-        return Err(Error::Config(
-            "no request: pipe a CredentialProviderRequest to stdin, or pass --image IMAGE".into(),
-        ));
-    }
-    let mut body = Vec::new();
-    stdin
-        .lock()
-        .take(MAX_REQUEST_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::Config(format!("cannot read stdin: {e}")))?;
-    Ok(body)
 }
 
 /// The kubelet's request, from the bytes it wrote.

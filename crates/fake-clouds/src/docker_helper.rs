@@ -143,6 +143,32 @@ pub fn expect_cloud_failure(plugin: &PluginUnderTest, host: &str, secrets: &[Str
     assert_eq!(exec.code, Some(2), "a cloud failure: {line}");
 }
 
+/// What [`check_all`] runs a plugin's helper against.
+pub struct Subject<'a> {
+    pub plugin: &'a PluginUnderTest,
+    /// An image of a registry the plugin serves.
+    pub image: &'a str,
+    /// What the fake clouds issued so far.
+    pub secrets: &'a dyn Fn() -> Vec<String>,
+    /// Makes the cloud refuse every call from then on.
+    pub break_cloud: &'a dyn Fn(),
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject").field("image", &self.image).finish_non_exhaustive()
+    }
+}
+
+/// The protocol ([`run_protocol`]) and, once the cloud is broken, a cloud
+/// failure.
+pub fn check_all(subject: &Subject) {
+    run_protocol(subject.plugin, subject.image, subject.secrets);
+    (subject.break_cloud)();
+    let host = subject.image.split('/').next().expect("host");
+    expect_cloud_failure(subject.plugin, host, &(subject.secrets)());
+}
+
 /// `install-docker-helper` through the plugin: it links the helper and adds
 /// `credHelpers` entries for `hosts` (which it serves) to a config that has
 /// other settings, keeping them; it refuses `unserved` and a helper name

@@ -441,18 +441,13 @@ fn an_unreachable_managed_identity_endpoint_is_said_with_its_cause() {
 }
 
 #[test]
-fn speaks_the_docker_credential_helper_protocol() {
+fn works_as_a_docker_credential_helper() {
     let clouds = Clouds::start();
     let plugin = clouds.plugin();
-    fake_clouds::docker_helper::run_protocol(&plugin, IMAGE, || clouds.secrets());
-    clouds.azure.set_fault(Some(Fault::Status(403)));
-    let host = IMAGE.split('/').next().unwrap_or_default();
-    fake_clouds::docker_helper::expect_cloud_failure(&plugin, host, &clouds.secrets());
-}
-
-#[test]
-fn installs_itself_as_a_docker_credential_helper() {
-    let clouds = Clouds::start();
-    let plugin = clouds.plugin();
-    fake_clouds::docker_helper::run_install(&plugin, &["myacr.azurecr.io"], "quay.io");
+    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
+        plugin: &plugin,
+        image: IMAGE,
+        secrets: &|| clouds.secrets(),
+        break_cloud: &|| clouds.azure.set_fault(Some(Fault::Status(403))),
+    });
 }

@@ -590,24 +590,22 @@ fn refresh_says_what_it_skips_and_removes_dead_service_account_entries() {
 }
 
 #[test]
-fn speaks_the_docker_credential_helper_protocol() {
+fn works_as_a_docker_credential_helper() {
     let aws = FakeAws::start();
     let plugin = plugin(&aws);
-    fake_clouds::docker_helper::run_protocol(&plugin, PRIVATE, || aws.secrets());
-    aws.set_fault(Some(Fault::Status(403)));
-    let host = PRIVATE.split('/').next().unwrap_or_default();
-    fake_clouds::docker_helper::expect_cloud_failure(&plugin, host, &aws.secrets());
+    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
+        plugin: &plugin,
+        image: PRIVATE,
+        secrets: &|| aws.secrets(),
+        break_cloud: &|| aws.set_fault(Some(Fault::Status(403))),
+    });
 }
 
 #[test]
 fn installs_itself_as_a_docker_credential_helper() {
     let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    fake_clouds::docker_helper::run_install(
-        &plugin,
-        &["123456789012.dkr.ecr.us-east-1.amazonaws.com", "public.ecr.aws"],
-        "quay.io",
-    );
+    let hosts = ["123456789012.dkr.ecr.us-east-1.amazonaws.com", "public.ecr.aws"];
+    fake_clouds::docker_helper::run_install(&plugin(&aws), &hosts, "quay.io");
 }
 
 #[test]

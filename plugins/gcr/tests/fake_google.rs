@@ -585,20 +585,15 @@ fn an_unreachable_metadata_server_is_said_with_its_cause() {
 }
 
 #[test]
-fn speaks_the_docker_credential_helper_protocol() {
+fn works_as_a_docker_credential_helper() {
     let google = FakeGoogle::start();
     let plugin = plugin(&google);
-    fake_clouds::docker_helper::run_protocol(&plugin, GCR, || google.secrets());
-    google.set_fault(Some(Fault::Status(403)));
-    let host = GCR.split('/').next().unwrap_or_default();
-    fake_clouds::docker_helper::expect_cloud_failure(&plugin, host, &google.secrets());
-}
-
-#[test]
-fn installs_itself_as_a_docker_credential_helper() {
-    let google = FakeGoogle::start();
-    let plugin = plugin(&google);
-    fake_clouds::docker_helper::run_install(&plugin, &["gcr.io", "us-docker.pkg.dev"], "quay.io");
+    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
+        plugin: &plugin,
+        image: GCR,
+        secrets: &|| google.secrets(),
+        break_cloud: &|| google.set_fault(Some(Fault::Status(403))),
+    });
 }
 
 #[test]

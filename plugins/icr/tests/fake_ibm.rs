@@ -308,18 +308,13 @@ fn a_named_file_that_cannot_be_read_fails_instead_of_using_the_instance() {
 }
 
 #[test]
-fn speaks_the_docker_credential_helper_protocol() {
+fn works_as_a_docker_credential_helper() {
     let ibm = FakeIbm::start();
     let plugin = plugin(&ibm);
-    fake_clouds::docker_helper::run_protocol(&plugin, IMAGE, || ibm.secrets());
-    ibm.set_fault(Some(Fault::Status(403)));
-    let host = IMAGE.split('/').next().unwrap_or_default();
-    fake_clouds::docker_helper::expect_cloud_failure(&plugin, host, &ibm.secrets());
-}
-
-#[test]
-fn installs_itself_as_a_docker_credential_helper() {
-    let ibm = FakeIbm::start();
-    let plugin = plugin(&ibm);
-    fake_clouds::docker_helper::run_install(&plugin, &["us.icr.io"], "quay.io");
+    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
+        plugin: &plugin,
+        image: IMAGE,
+        secrets: &|| ibm.secrets(),
+        break_cloud: &|| ibm.set_fault(Some(Fault::Status(403))),
+    });
 }
