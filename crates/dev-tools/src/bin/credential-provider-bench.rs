@@ -7,7 +7,8 @@
 //! RSS of a warm and a cold exec, and the binary's size. Two references run in
 //! the same conditions: a floor (the least a plugin can do on a cache hit) and
 //! docker-credential-ecr-login answering from its own warm cache, when it is
-//! installed. Medians of several runs; the table is Markdown, for the README,
+//! installed; beside it, the ECR plugin linked as docker-credential-ecr
+//! answering the same `get` from its warm cache. Medians of several runs; the table is Markdown, for the README,
 //! followed by the targets and whether this run met them.
 //!
 //! Same conditions means: every binary is copied into one directory, as an
@@ -155,7 +156,12 @@ fn main() {
     let references = measured.len();
     for target in TARGETS {
         match install(&built.join(target.binary), dir) {
-            Some(binary) => measured.push(measure(&clouds, target, &binary, runs)),
+            Some(binary) => {
+                measured.push(measure(&clouds, target, &binary, runs));
+                if target.binary == ECR_PLUGIN {
+                    measured.extend(as_docker_helper(&clouds, &binary));
+                }
+            }
             None => eprintln!("skipping {}: not built in {}", target.binary, built.display()),
         }
     }
@@ -224,7 +230,7 @@ fn print_targets(rows: &[Row], targets: &Targets) {
     let floor = median(FLOOR);
     let ecr_login = median(ECR_LOGIN);
     println!("\ntargets:");
-    for row in rows.iter().filter(|r| r.name.ends_with("-credential-provider")) {
+    for row in rows.iter().filter(|r| r.name.ends_with("-credential-provider") || r.name == ECR_HELPER) {
         let warm = percentile(&row.warm, 50);
         let mut verdicts = Vec::new();
         if let Some(floor) = floor {
@@ -256,6 +262,8 @@ fn pass(ok: bool) -> &'static str {
 }
 
 const FLOOR: &str = "floor (minimal Rust)";
+const ECR_PLUGIN: &str = "ecr-credential-provider";
+const ECR_HELPER: &str = "ecr-credential-provider as docker-credential-ecr (warm)";
 const ECR_LOGIN: &str = "docker-credential-ecr-login (warm)";
 
 /// Copies `binary` into `dir`, as an installer would, and drops the copy from
@@ -343,6 +351,26 @@ fn ecr_login(binary: &Path) -> Option<Measured<'static>> {
         name: ECR_LOGIN.into(),
         size: std::fs::metadata(binary).ok().map(|m| m.len()),
         rss_warm_kib: peak_rss(&helper, binary, &["get"], stdin),
+        warm: Vec::new(),
+        cold: None,
+        burst: None,
+        rss_cold_kib: None,
+    };
+    Some(Measured { row, warm_exec: Box::new(move || expect_success(&helper, &["get"], stdin)) })
+}
+
+/// The ECR plugin linked as docker-credential-ecr, answering `get` from its
+/// warm cache: the same protocol and the same work as ecr-login's row.
+fn as_docker_helper(clouds: &FakeClouds, binary: &Path) -> Option<Measured<'static>> {
+    let link = binary.with_file_name("docker-credential-ecr");
+    std::os::unix::fs::symlink(binary, &link).ok()?;
+    let helper = PluginUnderTest::new(&link).with_env(clouds.aws.env_with_static_keys());
+    let stdin = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    expect_success(&helper, &["get"], stdin);
+    let row = Row {
+        name: ECR_HELPER.into(),
+        size: None,
+        rss_warm_kib: peak_rss(&helper, &link, &["get"], stdin),
         warm: Vec::new(),
         cold: None,
         burst: None,
