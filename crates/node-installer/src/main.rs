@@ -14,13 +14,13 @@
 //! config the kubelet would refuse, 2 a file that could not be written.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use credential_provider::files;
 use kubelet_simulator::config;
 
 /// Install the credential provider plugins and their configs on this node.
@@ -148,31 +148,11 @@ fn install_files(files: &[PathBuf], dir: &Path, mode: u32) -> Result<(), Install
             println!("up to date: {}", target.display());
             continue;
         }
-        write_atomically(&target, &content, mode)
+        files::write_atomically(&target, &content, mode)
             .map_err(|e| InstallError::Io(format!("cannot install {}: {e}", target.display())))?;
         println!("installed: {}", target.display());
     }
     Ok(())
-}
-
-/// Writes `content` to `target` through a temporary file in the same
-/// directory: whoever opens `target` sees the old file or the new, whole.
-fn write_atomically(target: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = dir.join(format!(".{name}.{}.new", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
-        file.write_all(content)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        fs::rename(&temp, target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
 }
 
 fn file_name(path: &Path) -> Result<&str, InstallError> {
