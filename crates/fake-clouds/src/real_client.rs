@@ -1,7 +1,7 @@
 //! A real OCI client pulling through a plugin installed as its docker
 //! credential helper, from a real registry, under the cloud's registry name.
 //!
-//! The client is skopeo; the registry is the CNCF distribution registry
+//! The clients are skopeo and docker's CLI; the registry is the CNCF distribution registry
 //! (Debian's `docker-registry`), serving TLS and `htpasswd` basic auth. Both
 //! run inside a private network and mount namespace (`unshare`) whose own
 //! `/etc/hosts` sends the cloud's registry host to loopback, so the client
@@ -38,6 +38,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tar", "tar"),
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
+    ("docker", "docker.io (its CLI)"),
 ];
 
 /// bcrypt, the only hash the registry's htpasswd reads, looks at the first
@@ -81,9 +82,9 @@ pub fn in_private_namespaces(test_name: &str) -> bool {
 
 /// The whole story for `image` (a repository of the plugin's registry, on
 /// port 443): install the helper as a user would, get a credential, stand
-/// up a registry that accepts only it, push `image`, have skopeo read its
-/// manifest through the helper, then fail with a credential the registry
-/// does not know. Runs inside [`in_private_namespaces`].
+/// up a registry that accepts only it, push `image`, have skopeo and docker
+/// read its manifest through the helper, then fail with a credential the
+/// registry does not know. Runs inside [`in_private_namespaces`].
 pub fn pull_through_helper(plugin: &PluginUnderTest, image: &str, secrets: impl Fn() -> Vec<String>) {
     let (host, repository) = image.split_once('/').expect("image with a repository");
     let work = tempfile::tempdir().expect("work dir");
@@ -117,24 +118,39 @@ pub fn pull_through_helper(plugin: &PluginUnderTest, image: &str, secrets: impl 
     let reference = format!("docker://{host}/{repository}:1.0");
     registry.push(work.path(), &reference, &issued);
 
-    // skopeo, with the plugin's environment (its cloud and cache), the
-    // helper on PATH and the config in HOME, and nothing else to log in with.
-    let mut client = plugin.with_program(Path::new("skopeo"));
+    // The clients, with the plugin's environment (its cloud and cache), the
+    // helper on PATH and the config written above, and nothing else to log
+    // in with: skopeo, and docker's own CLI. `docker manifest inspect` reads
+    // a registry's CA only from /etc/docker/certs.d, which this test leaves
+    // alone: it skips verifying the certificate instead (--insecure), which
+    // changes nothing of how it gets and sends the credential.
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    client.set_env("PATH", &path);
-    client.set_env("HOME", &plugin.home().display().to_string());
-    client.set_env("XDG_RUNTIME_DIR", &runtime_dir.display().to_string());
-    let inspect = ["inspect", "--cert-dir", &registry.certs.display().to_string(), &reference];
-    let pulled = client.exec(&inspect, b"");
-    assert_eq!(pulled.code, Some(0), "skopeo inspect through the helper: {}", pulled.stderr);
-    let manifest: serde_json::Value = serde_json::from_str(&pulled.stdout).expect("skopeo's JSON");
-    assert_eq!(manifest["Name"], format!("{host}/{repository}"), "{manifest}");
-    assert!(manifest["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{manifest}");
-    expect_no_secrets(&pulled.stderr, &secrets());
-    println!("skopeo read {} through docker-credential helper {}", manifest["Digest"], link.display());
+    let mut skopeo = plugin.with_program(Path::new("skopeo"));
+    skopeo.set_env("XDG_RUNTIME_DIR", &runtime_dir.display().to_string());
+    let mut docker = plugin.with_program(Path::new("docker"));
+    docker.set_env("DOCKER_CONFIG", &config.parent().expect("config dir").display().to_string());
+    let certs = registry.certs.display().to_string();
+    let named = format!("{host}/{repository}:1.0");
+    let mut clients = [
+        ("skopeo", skopeo, vec!["inspect", "--cert-dir", &certs, &reference]),
+        ("docker", docker, vec!["manifest", "inspect", "--insecure", &named]),
+    ];
+    for (name, client, args) in &mut clients {
+        client.set_env("PATH", &path);
+        let pulled = client.exec(args, b"");
+        assert_eq!(pulled.code, Some(0), "{name} through the helper: {}", pulled.stderr);
+        expect_no_secrets(&pulled.stderr, &secrets());
+        let manifest: serde_json::Value = serde_json::from_str(&pulled.stdout).expect("the client's JSON");
+        let digest = match *name {
+            "skopeo" => manifest["Digest"].as_str().map(str::to_string),
+            _ => manifest["config"]["digest"].as_str().map(|config| format!("config {config}")),
+        };
+        assert!(digest.as_ref().is_some_and(|d| d.contains("sha256:")), "{name}: {manifest}");
+        println!("{name} read {named} ({}) through {}", digest.unwrap_or_default(), link.display());
+    }
 
     // A credential the registry does not know: the helper, with a fresh
-    // cache, fetches a new one, and the client must be refused with it.
+    // cache, fetches a new one, and each client must be refused with it.
     let fresh_cache = work.path().join("fresh-cache").display().to_string();
     let mut helper = plugin.with_program(&link);
     helper.set_env("CREDENTIAL_PROVIDER_CACHE_DIR", &fresh_cache);
@@ -144,19 +160,23 @@ pub fn pull_through_helper(plugin: &PluginUnderTest, image: &str, secrets: impl 
         prefix(&issued.secret),
         "the second credential must differ from the first within bcrypt's {BCRYPT_LENGTH} bytes, or the registry would take it"
     );
-    client.set_env("CREDENTIAL_PROVIDER_CACHE_DIR", &fresh_cache);
-    let refused = client.exec(&inspect, b"");
-    assert_ne!(refused.code, Some(0), "skopeo must fail with a credential the registry does not know");
-    assert!(
-        refused.stderr.contains("unauthorized") || refused.stderr.contains("authentication required"),
-        "refused by the registry, not by the helper: {}",
-        refused.stderr
-    );
-    expect_no_secrets(&refused.stderr, &secrets());
-    println!(
-        "skopeo was refused with a credential the registry does not know, as it must be: {}",
-        refused.stderr.trim()
-    );
+    for (name, client, args) in &mut clients {
+        client.set_env("CREDENTIAL_PROVIDER_CACHE_DIR", &fresh_cache);
+        let log_before = registry.log().len();
+        let refused = client.exec(args, b"");
+        assert_ne!(refused.code, Some(0), "{name} must fail with a credential the registry does not know");
+        expect_no_secrets(&refused.stderr, &secrets());
+        // The registry's own word that it was sent a credential and refused
+        // it (docker's CLI reports any refusal as "no such manifest").
+        // distribution logs `msg="error authenticating user \"AWS\": authentication failure"`.
+        let refused_user = |line: &str| line.contains("error authenticating user") && line.contains(&renewed.username);
+        assert!(
+            registry.logs_after(log_before, refused_user),
+            "{name}: the registry refused no credential: {}",
+            refused.stderr
+        );
+        println!("{name} was refused with a credential the registry does not know: {}", refused.stderr.trim());
+    }
 }
 
 fn prefix(secret: &str) -> &str {
@@ -176,6 +196,7 @@ fn resolve_to_loopback(work: &Path, host: &str) {
 /// from a CA of its own, accepting only `credential`.
 struct Registry {
     certs: PathBuf,
+    log: PathBuf,
     child: Child,
 }
 
@@ -247,7 +268,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let registry = Registry { certs, child };
+        let registry = Registry { certs, log: work.join("registry.log"), child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect("127.0.0.1:443").is_err() {
             assert!(
@@ -258,6 +279,27 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
+    }
+
+    /// What the registry logged so far.
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the registry logs a line that is `wanted` after the first
+    /// `from` bytes of its log, within a few seconds (it logs a request once
+    /// it has answered it).
+    fn logs_after(&self, from: usize, wanted: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().get(from..).is_some_and(|new| new.lines().any(&wanted)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Pushes a one-layer image to `reference` with `credential` given

@@ -609,10 +609,8 @@ fn installs_itself_as_a_docker_credential_helper() {
 }
 
 #[test]
-fn skopeo_reads_a_manifest_through_the_helper_from_a_real_registry() {
-    if !fake_clouds::real_client::in_private_namespaces(
-        "skopeo_reads_a_manifest_through_the_helper_from_a_real_registry",
-    ) {
+fn skopeo_and_docker_read_a_manifest_through_the_helper() {
+    if !fake_clouds::real_client::in_private_namespaces("skopeo_and_docker_read_a_manifest_through_the_helper") {
         return;
     }
     let aws = FakeAws::start();
