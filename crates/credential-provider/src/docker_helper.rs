@@ -165,7 +165,8 @@ pub fn serve<P: Provider>(
 /// cache the kubelet's execs share.
 fn get<P: Provider>(provider: &P, cache: Option<&Cache>, server_url: &str) -> Result<String, Failure> {
     let Some(image) = image_for_server(server_url) else {
-        tracing::info!("{server_url:?} names no registry host");
+        // Not echoed: a server URL may carry a password (`https://user:pass@…`).
+        tracing::info!("the server URL names no registry host");
         return Err(Failure::NotFound);
     };
     let plan = match provider.plan(&image, None) {

@@ -181,7 +181,9 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
         return Ok(());
     };
     logging::init(cli.verbose, P::BINARY);
-    let endpoints = Endpoints::from_env()?;
+    // Read before anything else is done, and failed on by each command when
+    // it builds the plugin (the docker helper answers such an error on stdout).
+    let endpoints = Endpoints::from_env();
     // Opened only once the command is known good: a refused request leaves
     // nothing behind.
     let open_cache = || -> Result<Option<Cache>, Error> {
@@ -192,11 +194,13 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
     };
     match cli.command {
         Some(Command::Check { ref image, output }) => {
+            let endpoints = endpoints?;
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
             check(&provider, cache.as_ref(), image, output)
         }
         Some(Command::Refresh { every }) => {
+            let endpoints = endpoints?;
             let Some(cache) = open_cache()? else {
                 return Err(Error::Config("refresh renews the cache; it cannot run with --no-cache".into()));
             };
@@ -205,13 +209,14 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
         }
         Some(Command::DockerHelper { operation, invoked_as }) => {
             let name = invoked_as.unwrap_or_else(|| format!("{}{}", docker_config::HELPER_PREFIX, P::NAME));
-            docker_helper::serve::<P>(operation, &name, || P::new(cli.plugin, endpoints), open_cache)
+            docker_helper::serve::<P>(operation, &name, || P::new(cli.plugin, endpoints?), open_cache)
         }
         Some(Command::InstallDockerHelper { registries, config, helper, bin_dir }) => {
-            let provider = P::new(cli.plugin, endpoints)?;
+            let provider = P::new(cli.plugin, endpoints?)?;
             docker_helper::install(&provider, &docker_helper::Installation { registries, config, helper, bin_dir })
         }
         None => {
+            let endpoints = endpoints?;
             let request = match &cli.image {
                 Some(image) => request_from_flags(
                     image,

@@ -124,6 +124,12 @@ pub fn run_protocol(plugin: &PluginUnderTest, image: &str, secrets: impl Fn() ->
         expect_not_found(&helper.exec("get", unserved));
     }
 
+    // A configuration error is the protocol's error too: on stdout.
+    let mut misconfigured = plugin.with_fresh_cache();
+    misconfigured.set_env("CREDENTIAL_PROVIDER_ENDPOINTS", "not-a-mapping");
+    let line = expect_helper_error(&Helper::link(&misconfigured, "test").exec("get", &host), &secrets());
+    assert!(line.contains("CREDENTIAL_PROVIDER_ENDPOINTS"), "{line}");
+
     let stored = r#"{"ServerURL":"x.example","Username":"u","Secret":"store-secret-0451"}"#;
     let mut refused_secrets = secrets();
     refused_secrets.push("store-secret-0451".into());
