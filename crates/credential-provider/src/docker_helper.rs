@@ -251,29 +251,35 @@ pub fn install<P: Provider>(provider: &P, installation: &Installation) -> Result
     let program = std::env::current_exe()
         .and_then(|exe| exe.canonicalize())
         .map_err(|e| Error::Config(format!("cannot tell where this program is: {e}")))?;
+    // What clients would run now: another program first on PATH under the
+    // helper's name shadows any link made here, so it is refused before
+    // anything changes (one in --bin-dir itself is refused by the link).
+    let on_path = docker_config::find_on_path(&executable);
+    if let Some(found) = &on_path
+        && !docker_config::runs_program(found, &program)
+        && installation.bin_dir.as_deref() != found.parent()
+    {
+        return Err(docker_config::DockerConfigError::HelperTaken {
+            found: format!("first on PATH, not {}", program.display()),
+            path: found.clone(),
+        }
+        .into());
+    }
     let mut report = String::new();
-    match &installation.bin_dir {
-        Some(dir) => {
+    match (&installation.bin_dir, &on_path) {
+        (Some(dir), _) => {
             let (link, change) = docker_config::link_helper(dir, &executable, &program)?;
             let what = if change == LinkChange::Created { "linked" } else { "already linked" };
             report += &format!("{}: {what} to {}\n", link.display(), program.display());
+            if on_path.is_none() {
+                tracing::warn!("{} is not on PATH, so clients will not find {executable}: add it", dir.display());
+            }
         }
-        None => match docker_config::find_on_path(&executable) {
-            Some(found) if docker_config::runs_program(&found, &program) => {
-                report += &format!("{}: on PATH, runs {}\n", found.display(), program.display());
-            }
-            Some(found) => {
-                return Err(docker_config::DockerConfigError::HelperTaken {
-                    found: format!("found on PATH, not {}", program.display()),
-                    path: found,
-                }
-                .into());
-            }
-            None => tracing::warn!(
-                "{executable} is not on PATH, so clients will not find it: rerun with --bin-dir DIR (a directory on PATH), or: ln -s {} DIR/{executable}",
-                program.display()
-            ),
-        },
+        (None, Some(found)) => report += &format!("{}: on PATH, runs {}\n", found.display(), program.display()),
+        (None, None) => tracing::warn!(
+            "{executable} is not on PATH, so clients will not find it: rerun with --bin-dir DIR (a directory on PATH), or: ln -s {} DIR/{executable}",
+            program.display()
+        ),
     }
     let config = match &installation.config {
         Some(config) => config.clone(),

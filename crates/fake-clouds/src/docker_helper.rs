@@ -226,4 +226,15 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     assert_eq!(taken.code, Some(1), "{taken:?}");
     assert!(taken.stderr.contains("another program"), "{}", taken.stderr);
     assert_eq!(fs::read(&config).expect("read"), before, "a refused install changes nothing");
+
+    // The same with --bin-dir elsewhere: a link there would be shadowed.
+    let elsewhere = dir.path().join("elsewhere");
+    let elsewhere_arg = elsewhere.display().to_string();
+    let args =
+        ["install-docker-helper", "--config", &config_arg, "--helper", "other", "--bin-dir", &elsewhere_arg, hosts[0]];
+    let shadowed = with_path.exec(&args, b"");
+    assert_eq!(shadowed.code, Some(1), "{shadowed:?}");
+    assert!(shadowed.stderr.contains("first on PATH"), "{}", shadowed.stderr);
+    assert!(!elsewhere.exists(), "no link made");
+    assert_eq!(fs::read(&config).expect("read"), before, "a refused install changes nothing");
 }
