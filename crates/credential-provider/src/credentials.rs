@@ -44,7 +44,9 @@ pub fn get<P: Provider>(
     plan: &Plan<P::Target>,
     image: &str,
 ) -> Result<Lease, Error> {
-    let lease = get_unverified(provider, cache, plan, image)?;
+    let key = key::<P>(plan);
+    let place = place::<P>(plan, &key, image);
+    let lease = lease_at(provider, cache, plan, &place)?;
     if !provider.verifies_credentials() {
         return Ok(lease);
     }
@@ -53,10 +55,10 @@ pub fn get<P: Provider>(
         Err(Error::Denied { service, message, .. }) => {
             // Refused: forget it and get one more, which must pass.
             tracing::info!("{service} refused the credential ({message}); fetching a new one");
-            forget::<P>(cache, plan);
-            let key = key::<P>(plan);
-            let place = place::<P>(plan, &key, image);
-            let lease = block_on(flow::get(cache, &place, || fetch(provider, cache, plan)))?;
+            if let Some(cache) = cache {
+                cache.remove_entry(P::NAME, &key);
+            }
+            let lease = lease_at(provider, cache, plan, &place)?;
             block_on(provider.verify(plan, &lease.credential, &sessions))?;
             Ok(lease)
         }
@@ -74,11 +76,21 @@ pub fn get_unverified<P: Provider>(
     image: &str,
 ) -> Result<Lease, Error> {
     let key = key::<P>(plan);
-    let place = place::<P>(plan, &key, image);
-    match flow::lookup(cache, &place) {
+    lease_at(provider, cache, plan, &place::<P>(plan, &key, image))
+}
+
+/// The flow for the entry at `place`, with an async runtime only when the
+/// cloud must be asked.
+fn lease_at<P: Provider>(
+    provider: &P,
+    cache: Option<&Cache>,
+    plan: &Plan<P::Target>,
+    place: &Place,
+) -> Result<Lease, Error> {
+    match flow::lookup(cache, place) {
         Lookup::Fresh(entry) => Ok(Lease::of_entry(&entry)),
         Lookup::Due(previous) => {
-            block_on(flow::renew_or_fall_back(cache, &place, previous, || fetch(provider, cache, plan)))
+            block_on(flow::renew_or_fall_back(cache, place, previous, || fetch(provider, cache, plan)))
         }
     }
 }
