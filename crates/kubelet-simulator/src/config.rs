@@ -96,6 +96,12 @@ pub struct Provider {
     pub default_cache_duration: Duration,
 }
 
+/// Whether the kubelet reads a file of a config directory by its name:
+/// `*.json`, `*.yaml` and `*.yml` only.
+pub fn is_config_file_name(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("json" | "yaml" | "yml"))
+}
+
 /// The files a config path stands for.
 pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let error = |message: String| ConfigError { file: path.to_path_buf(), line: None, field: None, message };
@@ -106,7 +112,7 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| error(format!("cannot list: {e}")))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "yaml" | "yml")))
+        .filter(|p| p.is_file() && is_config_file_name(p))
         .collect();
     files.sort();
     if files.is_empty() {

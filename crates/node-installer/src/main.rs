@@ -111,12 +111,7 @@ fn validate(configs: &[PathBuf], config_dir: &Path, binaries: &[PathBuf], bin_di
         false => Vec::new(),
     };
     merged.retain(|existing| existing.file_name().and_then(|n| n.to_str()).is_none_or(|n| !incoming.contains(n)));
-    merged.extend(
-        configs
-            .iter()
-            .filter(|c| matches!(c.extension().and_then(|e| e.to_str()), Some("json" | "yaml" | "yml")))
-            .cloned(),
-    );
+    merged.extend(configs.iter().filter(|c| config::is_config_file_name(c)).cloned());
     // As the kubelet reads a directory: in the order of the names.
     merged.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     if merged.is_empty() {
