@@ -249,9 +249,7 @@ impl Registry {
         fs::write(&htpasswd, &output.stdout).expect("htpasswd file");
 
         let storage = work.join("storage");
-        let mut settings = String::new();
-        let _ = write!(
-            settings,
+        let settings = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:443\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: real-client-test\n    path: {}\n",
             storage.display(),
             server.0.display(),
