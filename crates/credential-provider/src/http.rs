@@ -238,11 +238,6 @@ impl Unreachable {
             None => Unreachable { endpoint: "an endpoint".into(), cause },
         }
     }
-
-    /// The first `Unreachable` in `error`'s chain of sources, itself included.
-    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Unreachable> {
-        find_source::<Unreachable>(error)
-    }
 }
 
 /// The first error of type `T` in `error`'s chain of sources, itself included:

@@ -12,7 +12,7 @@ use azure_identity::{
     ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use credential_provider::http::Unreachable;
+use credential_provider::http::{Unreachable, find_source};
 use credential_provider::{Error, Secret};
 
 use crate::config::{AzureConfig, Cloud};
@@ -179,7 +179,7 @@ pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Erro
         status = status.or_else(|| inner.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status));
         source = inner.source();
     }
-    let what = match Unreachable::find_in(e) {
+    let what = match find_source::<Unreachable>(e) {
         Some(unreachable) => unreachable.to_string(),
         None => one_line(&e.to_string()),
     };

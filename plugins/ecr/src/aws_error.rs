@@ -127,7 +127,7 @@ pub fn no_credentials_message(error: &CredentialsError) -> String {
     const WHAT_TO_DO: &str = "give the node an instance profile, or set AWS_* variables or a profile";
     let chain = find_source::<ProviderChainError<CredentialsError>>(error);
     let unreachable = chain.into_iter().flat_map(|chain| chain.attempts()).find_map(|attempt| {
-        Unreachable::find_in(attempt.error()).map(|unreachable| (source_name(attempt.name()), unreachable))
+        find_source::<Unreachable>(attempt.error()).map(|unreachable| (source_name(attempt.name()), unreachable))
     });
     match (unreachable, chain) {
         (Some((source, unreachable)), _) => {
