@@ -7,7 +7,6 @@
 //! Written from those rules, not from the core's encoder.
 
 use std::fs;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -22,9 +21,8 @@ pub const NOT_FOUND: &str = "credentials not found in native keychain";
 /// environment.
 #[derive(Debug)]
 pub struct Helper {
-    pub name: String,
-    pub link: PathBuf,
-    pub run: PluginUnderTest,
+    run: PluginUnderTest,
+    /// Holds the link.
     _dir: tempfile::TempDir,
 }
 
@@ -36,7 +34,7 @@ impl Helper {
         let link = dir.path().join(format!("docker-credential-{name}"));
         let target = fs::canonicalize(plugin.binary()).expect("plugin binary");
         std::os::unix::fs::symlink(target, &link).expect("symlink");
-        Helper { name: name.to_string(), run: plugin.with_program(&link), link, _dir: dir }
+        Helper { run: plugin.with_program(&link), _dir: dir }
     }
 
     /// One operation, with `input` on stdin, as clients run it.
