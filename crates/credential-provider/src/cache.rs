@@ -11,6 +11,12 @@
 //! An entry that cannot be read, does not parse, or comes from another format
 //! version is treated as missing and replaced: the cache is never trusted over
 //! the cloud and never a reason to fail a pull.
+//!
+//! Files are opened without following links and must be regular files: a
+//! symbolic link or a FIFO planted in the directory is a corrupt entry (never
+//! read through, never waited on, replaced by the next write), and a planted
+//! lock file is replaced by one created exclusively, so that nothing in the
+//! directory can make a plugin read or create a file elsewhere.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
@@ -257,14 +263,7 @@ impl Cache {
     /// goes ahead without it rather than miss the kubelet's deadline.
     pub fn lock(&self, plugin: &str, key: &CacheKey, wait: Duration) -> Result<Option<EntryLock>, CacheError> {
         let path = self.lock_path(plugin, key);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| CacheError::Entry { path: path.clone(), source })?;
+        let file = open_lock_file(&path).map_err(|source| CacheError::Entry { path: path.clone(), source })?;
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(2);
         loop {
@@ -284,7 +283,8 @@ impl Cache {
     /// Removes the entry for `key`, if any: the next reader fetches anew.
     pub fn remove_entry(&self, plugin: &str, key: &CacheKey) {
         let path = self.entry_path(plugin, key);
-        if path.exists() {
+        // A link is removed too, not followed.
+        if fs::symlink_metadata(&path).is_ok() {
             self.remove(&path);
         }
     }
@@ -363,6 +363,51 @@ impl Cache {
     }
 }
 
+/// Opens the lock file at `path`: the regular file that is there, else one
+/// created exclusively (mode 0600). Anything else found there (a link, a
+/// FIFO, a directory) is removed first, never followed or waited on.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    for _ in 0..3 {
+        match open_regular(path, OpenOptions::new().read(true).write(true)) {
+            Ok(file) => return Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData || is_link_refused(&e) => {
+                tracing::warn!(path = %path.display(), "lock file is not a regular file; replacing it");
+                match fs::symlink_metadata(path) {
+                    Ok(meta) if meta.is_dir() => fs::remove_dir(path)?,
+                    _ => fs::remove_file(path)?,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+            Ok(file) => return Ok(file),
+            // Another process created it meanwhile: open that one.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("the lock file keeps changing under this process"))
+}
+
+/// Opens `path` with `options`, refusing to follow a symbolic link in its last
+/// component (`ELOOP`) or to block on a FIFO, and refusing anything that is
+/// not a regular file (`InvalidData`).
+fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let file = options.custom_flags(flags.bits() as i32).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Whether `e` is the refusal of `O_NOFOLLOW` to open a symbolic link.
+fn is_link_refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
 /// The file name of the entry `key` of `plugin`.
 fn entry_name(plugin: &str, key: &str) -> String {
     format!("{plugin}-{key}.json")
@@ -376,6 +421,10 @@ fn read_entry(path: &Path) -> Option<CachedCredential> {
             return None;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData || is_link_refused(&e) => {
+            tracing::warn!(path = %path.display(), "cache entry is not a regular file, replacing it");
+            return None;
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), "cannot read cache entry, fetching anew: {e}");
             return None;
@@ -390,7 +439,7 @@ fn read_entry(path: &Path) -> Option<CachedCredential> {
 
 /// A cache file's bytes; `None` when it is larger than any file of ours.
 fn read_limited(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = File::open(path)?;
+    let file = open_regular(path, OpenOptions::new().read(true))?;
     // Sized from the file, so that a cache hit reads it in one call.
     let size = file.metadata().map_or(0, |m| m.len()).min(MAX_ENTRY_BYTES);
     let mut body = Vec::with_capacity(size as usize + 1);

@@ -1,17 +1,27 @@
-//! The HTTP client for every call a plugin makes itself (the AWS SDK brings
-//! its own): rustls, short timeouts, proxies from the environment, and retries
-//! with backoff and jitter on throttling and server errors, all inside a budget
-//! that keeps one exec well under the kubelet's 60 s limit.
+//! The one HTTP client for every call a plugin makes, the cloud SDKs' calls
+//! included (their transports are built on it): rustls, short timeouts, a cap
+//! on every answer, no redirects, and retries with backoff and jitter on
+//! throttling and server errors, all inside a budget that keeps one exec well
+//! under the kubelet's 60 s limit.
+//!
+//! It also holds the one rule for proxies. A node's metadata services (the
+//! link-local addresses, AWS's fd00:ec2::/32 where IMDS and EKS Pod Identity
+//! answer, and the names the clouds give them) are always called direct: a
+//! proxy cannot reach them, must never see the node's identity tokens, and
+//! must never be trusted to answer for them. Every other call honours
+//! `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case) as
+//! curl reads them. A plugin never chooses.
 //!
 //! A call answers with a [`Reply`] whatever its status: a 401 or 403 means
 //! something different to each cloud, so the caller reads it. Only transport
 //! failures (and retries that ran out on a 429 or 5xx) become errors here.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{Client, RequestBuilder, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -27,67 +37,50 @@ pub const CALL_BUDGET: Duration = Duration::from_secs(20);
 pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest `Retry-After` honoured; a longer one ends the call instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
-/// The largest answer read: token answers are a few kilobytes.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The largest answer read: token answers are a few kilobytes. A longer one
+/// is refused as soon as it passes this, never read to its end.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// A configured client. Cheap to clone.
+/// The names the clouds give their metadata services (GCE's, IBM Cloud
+/// VPC's), called direct like the link-local addresses they stand for.
+const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata.goog", "metadata", "api.metadata.cloud.ibm.com"];
+
+/// The client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Http {
-    client: Client,
+    /// For everything but metadata services: the environment's proxies.
+    proxied: Client,
+    /// For metadata services: never a proxy.
+    direct: Client,
 }
 
 impl Http {
-    /// A client that honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+    /// The client: metadata services direct, the rest through the proxies
+    /// the environment names.
     pub fn new() -> Result<Http, Error> {
-        Http::build(reqwest::Client::builder())
+        Ok(Http { proxied: build(Client::builder())?, direct: build(Client::builder().no_proxy())? })
     }
 
-    /// A client that never uses a proxy: for link-local metadata services,
-    /// which a proxy cannot reach and must never see.
-    pub fn direct() -> Result<Http, Error> {
-        Http::build(reqwest::Client::builder().no_proxy())
-    }
-
-    fn build(builder: reqwest::ClientBuilder) -> Result<Http, Error> {
-        let builder = match node_has_ca_store(&openssl_probe::probe()) {
-            true => builder,
-            false => {
-                tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");
-                builder.tls_certs_only(
-                    webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                        .iter()
-                        .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
-                )
-            }
-        };
-        let client = builder
-            .user_agent(concat!("kubelet-credential-providers/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(ATTEMPT_TIMEOUT)
-            // A redirect could carry an Authorization header elsewhere; no
-            // identity or registry API we call redirects.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", innermost_cause(&e))))?;
-        Ok(Http { client })
-    }
-
-    /// The underlying client, for an SDK that takes a transport of its own
-    /// (azure_identity): its calls get the same TLS, timeouts and proxies.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A request to `url`, on the connection the proxy rule picks for it.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        match Url::parse(url) {
+            Ok(parsed) if goes_direct(&parsed) => self.direct.request(method, parsed),
+            Ok(parsed) => self.proxied.request(method, parsed),
+            // reqwest says what is wrong with the URL when the request is sent.
+            Err(_) => self.proxied.request(method, url),
+        }
     }
 
     pub fn get(&self, url: &str) -> RequestBuilder {
-        self.client.get(url)
+        self.request(Method::GET, url)
     }
 
     pub fn post(&self, url: &str) -> RequestBuilder {
-        self.client.post(url)
+        self.request(Method::POST, url)
     }
 
     pub fn put(&self, url: &str) -> RequestBuilder {
-        self.client.put(url)
+        self.request(Method::PUT, url)
     }
 
     /// Sends `request`, retrying transport failures, 408, 429 and 5xx with
@@ -111,8 +104,8 @@ impl Http {
                     let wait = retry_after(&reply.headers);
                     (Ok(reply), wait)
                 }
-                Ok(Err(e)) if !is_transient(&e) => return Err(transport_error(service, &e)),
-                Ok(Err(e)) => (Err(transport_error(service, &e)), None),
+                Ok(Err(e)) if !e.is_transient() => return Err(e.into_error(service)),
+                Ok(Err(e)) => (Err(e.into_error(service)), None),
                 Err(_) => (
                     Err(Error::cloud(
                         service,
@@ -140,35 +133,117 @@ impl Http {
     }
 
     /// Sends `request` once, with this client's timeouts and no retry: for an
-    /// SDK that retries on its own (the AWS SDK). The body is read whole, up
-    /// to the same limit as [`Http::send`]'s.
-    pub async fn send_once(&self, request: RequestBuilder) -> Result<Reply, reqwest::Error> {
+    /// SDK that retries on its own (the AWS SDK, azure_identity). The body is
+    /// read whole, up to the same limit as [`Http::send`]'s.
+    pub async fn send_once(&self, request: RequestBuilder) -> Result<Reply, SendError> {
         send_once(request).await
     }
 }
 
-async fn send_once(request: RequestBuilder) -> Result<Reply, reqwest::Error> {
+fn build(builder: reqwest::ClientBuilder) -> Result<Client, Error> {
+    let builder = match node_has_ca_store(&openssl_probe::probe()) {
+        true => builder,
+        false => {
+            tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");
+            builder.tls_certs_only(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+            )
+        }
+    };
+    builder
+        .user_agent(concat!("kubelet-credential-providers/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(ATTEMPT_TIMEOUT)
+        // A redirect could carry an Authorization header elsewhere; no
+        // identity or registry API we call redirects.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {}", innermost_cause(&e))))
+}
+
+/// Whether `url` names a metadata service, which is called direct, never
+/// through a proxy: a link-local address (169.254.0.0/16, fe80::/10), an
+/// address of AWS's fd00:ec2::/32 (IMDS's `fd00:ec2::254`, EKS Pod
+/// Identity's `fd00:ec2::23`), or one of the clouds' metadata host names.
+pub fn goes_direct(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => is_metadata_address(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => is_metadata_address(IpAddr::V6(v6)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            METADATA_NAMES.iter().any(|known| known.eq_ignore_ascii_case(name))
+        }
+        None => false,
+    }
+}
+
+fn is_metadata_address(address: IpAddr) -> bool {
+    const AWS_INTERNAL: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0);
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_link_local(),
+            None => v6.segments()[0] & 0xffc0 == 0xfe80 || v6.segments()[..2] == AWS_INTERNAL.segments()[..2],
+        },
+    }
+}
+
+/// Why one attempt got no answer to read.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The transport failed: no connection, a timeout, a reset.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// The answer passed [`MAX_BODY_BYTES`]; the rest was not read.
+    #[error("{endpoint} sent an answer larger than {} MiB", MAX_BODY_BYTES / (1024 * 1024))]
+    TooLarge { endpoint: String },
+}
+
+impl SendError {
+    /// Whether a second attempt may not meet it: the connection, not the request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Transport(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
+            SendError::TooLarge { .. } => false,
+        }
+    }
+
+    /// The error an exec reports, naming `service`.
+    pub fn into_error(self, service: &str) -> Error {
+        match self {
+            SendError::Transport(e) => Error::cloud(service, Unreachable::from_reqwest(&e).to_string()),
+            too_large @ SendError::TooLarge { .. } => Error::cloud(service, too_large.to_string()),
+        }
+    }
+}
+
+async fn send_once(request: RequestBuilder) -> Result<Reply, SendError> {
     let mut response = request.send().await?;
     let status = response.status();
     let headers = response.headers().clone();
+    let too_large = |url: &Url| SendError::TooLarge { endpoint: endpoint_of(url) };
+    if response.content_length().is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large(response.url()));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large(response.url()));
         }
+        body.extend_from_slice(&chunk);
     }
     Ok(Reply { status, headers, body })
 }
 
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+/// A URL without its query: where, without what was asked.
+fn endpoint_of(url: &Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.authority(), url.path())
 }
 
-/// Failures that a second attempt may not meet: the connection, not the request.
-fn is_transient(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// `Retry-After` in seconds. (The HTTP-date form is not used by the APIs we call.)
@@ -191,10 +266,6 @@ pub fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     (random >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn transport_error(service: &str, e: &reqwest::Error) -> Error {
-    Error::cloud(service, Unreachable::from_reqwest(e).to_string())
 }
 
 /// Whether the node has a CA store for the TLS verifier to read: the node's
@@ -227,7 +298,7 @@ impl Unreachable {
     }
 
     fn with_cause(url: &reqwest::Url, cause: String) -> Unreachable {
-        Unreachable { endpoint: format!("{}://{}{}", url.scheme(), url.authority(), url.path()), cause }
+        Unreachable { endpoint: endpoint_of(url), cause }
     }
 
     /// A reqwest failure, with the URL it names.
@@ -414,6 +485,40 @@ mod tests {
         assert!(node_has_ca_store(&dir));
         assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().all(|der| reqwest::Certificate::from_der(der).is_ok()));
         assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
+    }
+
+    #[test]
+    fn metadata_services_go_direct_and_nothing_else_does() {
+        let direct = |url: &str| goes_direct(&Url::parse(url).expect(url));
+        for url in [
+            "http://169.254.169.254/latest/api/token",
+            "http://169.254.170.23/v1/credentials",
+            "http://169.254.170.2/v2/credentials/x",
+            "http://[fd00:ec2::254]/latest/api/token",
+            "http://[fd00:ec2::23]/v1/credentials",
+            "http://[fe80::a9fe:a9fe]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://METADATA.google.internal./computeMetadata/v1/",
+            "http://metadata.goog/",
+            "http://metadata/computeMetadata/v1/",
+            "http://api.metadata.cloud.ibm.com/identity/v1/token",
+        ] {
+            assert!(direct(url), "{url}");
+        }
+        for url in [
+            "https://api.ecr.us-east-1.amazonaws.com/",
+            "https://oauth2.googleapis.com/token",
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "http://metadata.google.internal.evil.io/",
+            "http://169.254.169.254.nip.io/",
+            "http://127.0.0.1:8080/",
+            "http://[::1]/",
+            "http://[fd00:ec3::23]/",
+            "http://10.0.0.1/",
+        ] {
+            assert!(!direct(url), "{url}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A fake of the AWS endpoints the ECR plugin calls, on one loopback port:
 //! ECR and ECR Public (JSON 1.1, `X-Amz-Target`), STS (query protocol, XML
-//! answers) and the EC2 instance metadata service (IMDSv2).
+//! answers), the EC2 instance metadata service (IMDSv2) and EKS Pod
+//! Identity's agent (`GET /v1/credentials` with the pod's authorization token).
 //!
 //! It issues tokens with real expiry times, counts every call, remembers the
 //! secrets it handed out (so tests can prove none reached stderr), and can be
@@ -34,6 +35,8 @@ struct AwsState {
     token_lifetime: Option<Duration>,
     denied: BTreeSet<String>,
     secrets: Vec<String>,
+    /// The authorization token EKS Pod Identity's agent accepts.
+    pod_identity_token: Option<String>,
     /// The access key id that signed each ECR call, in order.
     signers: Vec<String>,
     /// (role ARN, web identity token) of each AssumeRoleWithWebIdentity.
@@ -58,9 +61,31 @@ impl Default for FakeAws {
 
 impl FakeAws {
     pub fn start() -> FakeAws {
+        FakeAws::start_at("127.0.0.1:0")
+    }
+
+    /// The fake at `address`: a metadata address inside a test's private
+    /// network namespace ([`crate::netns`]).
+    pub fn start_at(address: &str) -> FakeAws {
         let state = Shared::default();
         let router = Router::new().fallback(handle).with_state(state.clone());
-        FakeAws { server: FakeServer::start(router), state }
+        FakeAws { server: FakeServer::start_at(router, address), state }
+    }
+
+    /// The environment EKS puts in a pod that uses Pod Identity, with the
+    /// agent at `url` (`AWS_CONTAINER_CREDENTIALS_FULL_URI` and the token it
+    /// checks, which this fake then accepts).
+    pub fn pod_identity_env(&self, url: &str) -> Vec<(String, String)> {
+        let token = format!("fake-pod-identity-token-{}", nonce());
+        {
+            let mut state = self.lock();
+            state.pod_identity_token = Some(token.clone());
+            state.secrets.push(token.clone());
+        }
+        vec![
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI".into(), url.to_string()),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token),
+        ]
     }
 
     pub fn url(&self) -> String {
@@ -152,6 +177,9 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
     if path.starts_with("/latest/") {
         return imds(&state, &method, &path, &headers);
     }
+    if path == "/v1/credentials" {
+        return pod_identity(&state, &headers);
+    }
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         let signer = signer(&headers);
         return match target.split_once('.') {
@@ -232,6 +260,7 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
                 }
                 Some(Fault::Expired) => expires = SystemTime::now() - Duration::from_secs(3600),
                 Some(Fault::Reset) => crate::server::reset_connection(),
+                Some(Fault::Oversized) => return crate::server::oversized_json(),
                 Some(Fault::Truncated) => {
                     return (
                         StatusCode::OK,
@@ -358,6 +387,36 @@ fn sts_error(status: u16, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// EKS Pod Identity's agent: the pod's role credentials for its token.
+fn pod_identity(state: &Shared, headers: &HeaderMap) -> Response {
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if given.is_none() || given != lock(state).pod_identity_token.as_deref() {
+        return (StatusCode::UNAUTHORIZED, "").into_response();
+    }
+    count(state, "pod-identity:credentials");
+    let (access, secret, session) = temporary_keys(state, "pod");
+    let expiration = SystemTime::now() + Duration::from_secs(6 * 3600);
+    let body = serde_json::json!({
+        "AccessKeyId": access,
+        "SecretAccessKey": secret,
+        "Token": session,
+        "AccountId": ACCOUNT,
+        "Expiration": humantime::format_rfc3339_seconds(expiration).to_string(),
+    });
+    (StatusCode::OK, body.to_string()).into_response()
+}
+
+/// A fresh access key id, secret key and session token named for `who`;
+/// the secret and the token are remembered as secrets handed out.
+fn temporary_keys(state: &Shared, who: &str) -> (String, String, String) {
+    let n = nonce();
+    let (secret, session) = (format!("fake-{who}-secret-{n}"), format!("fake-{who}-token-{n}"));
+    let mut s = lock(state);
+    s.secrets.push(secret.clone());
+    s.secrets.push(session.clone());
+    (format!("ASIAFAKE{}", who.to_ascii_uppercase()), secret, session)
+}
+
 /// IMDSv2: a session token first, then the instance profile's credentials.
 fn imds(state: &Shared, method: &Method, path: &str, headers: &HeaderMap) -> Response {
     const TOKEN_PREFIX: &str = "fake-imds-session-";
@@ -379,13 +438,7 @@ fn imds(state: &Shared, method: &Method, path: &str, headers: &HeaderMap) -> Res
         Some("") => (StatusCode::OK, IMDS_ROLE).into_response(),
         Some(role) if role == IMDS_ROLE => {
             count(state, "imds:credentials");
-            let n = nonce();
-            let (secret, session) = (format!("fake-imds-secret-{n}"), format!("fake-imds-token-{n}"));
-            {
-                let mut s = lock(state);
-                s.secrets.push(secret.clone());
-                s.secrets.push(session.clone());
-            }
+            let (_, secret, session) = temporary_keys(state, "imds");
             let now = SystemTime::now();
             let body = serde_json::json!({
                 "Code": "Success",

@@ -63,10 +63,16 @@ impl Default for FakeAzure {
 impl FakeAzure {
     /// A fake whose IMDS knows the VM's system-assigned identity.
     pub fn start() -> FakeAzure {
+        FakeAzure::start_at("127.0.0.1:0")
+    }
+
+    /// The fake at `address`: IMDS's own address and port inside a test's
+    /// private network namespace ([`crate::netns`]).
+    pub fn start_at(address: &str) -> FakeAzure {
         let state = Shared::default();
         lock(&state).identities.push("system".into());
         let router = Router::new().fallback(handle).with_state(state.clone());
-        FakeAzure { server: FakeServer::start(router), state }
+        FakeAzure { server: FakeServer::start_at(router, address), state }
     }
 
     pub fn url(&self) -> String {

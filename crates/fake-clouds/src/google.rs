@@ -434,6 +434,24 @@ async fn impersonate(state: &Shared, email: &str, headers: &HeaderMap, body: &[u
     .into_response()
 }
 
+/// Whether `jwt` is signed (RS256) with [`TEST_RSA_KEY`], as Google checks
+/// an assertion against the key's public half.
+fn signed_with_test_key(jwt: &str) -> bool {
+    use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
+    use base64::Engine as _;
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let Some((signed, signature)) = jwt.rsplit_once('.') else { return false };
+    let Ok(signature) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else { return false };
+    let key = PrivatePkcs8KeyDer::from_pem_slice(TEST_RSA_KEY.as_bytes())
+        .ok()
+        .and_then(|der| RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).ok());
+    let Some(key) = key else { return false };
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref())
+        .verify(signed.as_bytes(), &signature)
+        .is_ok()
+}
+
 async fn oauth(state: &Shared, form: &BTreeMap<String, String>) -> Response {
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
     match field("grant_type") {
@@ -443,6 +461,9 @@ async fn oauth(state: &Shared, form: &BTreeMap<String, String>) -> Response {
                 Err(response) => return response,
             };
             let url = lock(state).url.clone();
+            if !signed_with_test_key(field("assertion")) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.");
+            }
             let claims = credential_provider::jwt::unverified_claims(field("assertion")).unwrap_or_default();
             if claims["iss"] != KEY_FILE_EMAIL || claims["aud"] != format!("{url}/token") {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: iss or aud");

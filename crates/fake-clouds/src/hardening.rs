@@ -38,6 +38,7 @@ pub fn check_all(subject: &Subject) {
     bad_requests_are_refused(subject);
     cache_files_are_private_and_shared_directories_refused(subject);
     corrupt_entries_are_replaced(subject);
+    planted_links_and_fifos_are_never_followed(subject);
     killed_processes_leave_a_usable_cache(subject);
     repeats_are_cache_hits(subject);
     refresh_says_what_it_did_not_do(subject);
@@ -161,6 +162,69 @@ pub fn corrupt_entries_are_replaced(subject: &Subject) {
         assert_eq!(parsed["format"], 1);
     }
     assert_eq!((subject.token_calls)(), before + garbage.len());
+}
+
+/// A symbolic link or a FIFO planted in the cache directory as an entry or a
+/// lock file is never followed, read through or waited on: the exec fetches
+/// anew within seconds, creates nothing outside the directory, leaves the
+/// link's target as it was, and replaces the plant with a regular file.
+pub fn planted_links_and_fifos_are_never_followed(subject: &Subject) {
+    let plugin = subject.plugin;
+    clear_cache(plugin);
+    let request = request_json(ApiVersion::V1, subject.image, None, false);
+    expect_accepted(&plugin.request(&request), ApiVersion::V1, subject.image, &(subject.secrets)());
+    let cache = plugin.cache_dir();
+    let files: Vec<_> = std::fs::read_dir(&cache).expect("list").flatten().map(|e| e.path()).collect();
+    let entry = files.iter().find(|p| p.extension().is_some_and(|e| e == "json") && !is_session(p)).expect("entry");
+    let lock = entry.with_extension("lock");
+    assert!(lock.is_file(), "{files:?}");
+    let outside = tempfile::tempdir().expect("outside");
+    // A valid entry of this very key, outside the directory: never to be answered from.
+    let planted_entry = outside.path().join("entry.json");
+    let mut foreign: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry).expect("entry")).expect("entry JSON");
+    foreign["password"] = "planted-password-never-answered".into();
+    std::fs::write(&planted_entry, foreign.to_string()).expect("plant");
+    let planted_lock = outside.path().join("created-through-the-link");
+    let plants: [(&Path, &dyn Fn(&Path)); 4] = [
+        (entry, &|path| std::os::unix::fs::symlink(&planted_entry, path).expect("link")),
+        (entry, &|path| make_fifo(path)),
+        (&lock, &|path| std::os::unix::fs::symlink(&planted_lock, path).expect("link")),
+        (&lock, &|path| make_fifo(path)),
+    ];
+    for (path, plant) in plants {
+        std::fs::remove_file(entry).expect("remove the entry, so the exec renews");
+        if path == lock.as_path() {
+            std::fs::remove_file(&lock).expect("remove the lock");
+        }
+        plant(path);
+        let started = Instant::now();
+        let exec = plugin.request(&request);
+        let response = expect_accepted(&exec, ApiVersion::V1, subject.image, &(subject.secrets)());
+        assert!(started.elapsed() < Duration::from_secs(10), "the exec waited on a plant: {:?}", started.elapsed());
+        assert_ne!(response.auth[host(subject.image)].password, "planted-password-never-answered");
+        for file in [entry.as_path(), lock.as_path()] {
+            let meta = std::fs::symlink_metadata(file).expect("there");
+            assert!(meta.is_file(), "{file:?} is a regular file again");
+            assert_eq!(meta.mode() & 0o777, 0o600, "{file:?}");
+        }
+        assert!(!planted_lock.exists(), "a file was created through the planted link");
+        assert!(std::fs::read_to_string(&planted_entry).expect("kept").contains("planted-password"));
+    }
+    // refresh meets a FIFO too, and neither waits on it nor keeps it.
+    make_fifo(entry);
+    let started = Instant::now();
+    let refresh = plugin.exec(&["refresh"], b"");
+    assert!(started.elapsed() < Duration::from_secs(10), "refresh waited on a FIFO");
+    assert!(refresh.code.is_some(), "{}", refresh.stderr);
+    assert!(!std::fs::symlink_metadata(entry).is_ok_and(|m| !m.is_file()), "the FIFO is gone");
+}
+
+/// A FIFO at `path` (`mkfifo`).
+fn make_fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
+        .expect("mkfifo");
 }
 
 /// Session files (`<plugin>.<name>-…`) are not registry entries.

@@ -22,17 +22,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::conformance::{Exec, PluginUnderTest, expect_no_secrets};
+use crate::netns::run;
 use crate::docker_helper::{HelperCredential, expect_credential};
 
-/// Set in the copy of a test that runs inside the private namespaces.
-const INSIDE_VARIABLE: &str = "FAKE_CLOUDS_REAL_CLIENT_INSIDE";
-
-/// The programs these tests run, and the Debian package of each (`.ci/run`
-/// installs them).
+/// The programs these tests run besides `unshare` and `ip`, and the Debian
+/// package of each (`.ci/run` installs them).
 const PROGRAMS: &[(&str, &str)] = &[
-    ("unshare", "util-linux"),
     ("mount", "mount"),
-    ("ip", "iproute2"),
     ("openssl", "openssl"),
     ("htpasswd", "apache2-utils"),
     ("tar", "tar"),
@@ -45,39 +41,10 @@ const PROGRAMS: &[(&str, &str)] = &[
 /// 72 bytes of a password.
 const BCRYPT_LENGTH: usize = 72;
 
-/// Whether the calling test is running inside its private namespaces.
-/// Outside them, it runs the test named `test_name` of this same test binary
-/// again inside them, asserts that that copy ran and passed, and returns
-/// `false`: the caller then has nothing more to do.
+/// Whether the calling test is running inside its private namespaces (see
+/// [`crate::netns::in_private_namespaces`]), with the programs it needs.
 pub fn in_private_namespaces(test_name: &str) -> bool {
-    if std::env::var_os(INSIDE_VARIABLE).is_some() {
-        return true;
-    }
-    let missing: Vec<String> = PROGRAMS
-        .iter()
-        .filter(|(program, _)| credential_provider::docker_config::find_on_path(program).is_none())
-        .map(|(program, package)| format!("{program} (Debian package {package})"))
-        .collect();
-    assert!(missing.is_empty(), "this test needs {}; .ci/run installs them", missing.join(", "));
-    let exe = std::env::current_exe().expect("test binary");
-    let mut unshare = Command::new("unshare");
-    if !rustix::process::geteuid().is_root() {
-        unshare.args(["--user", "--map-root-user"]);
-    }
-    let output = unshare
-        .args(["--net", "--mount", "--fork", "--kill-child", "--"])
-        .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE_VARIABLE, "1")
-        .output()
-        .expect("run unshare");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(output.status.success(), "the test failed inside its namespaces: {stderr}");
-    assert!(stdout.contains("test result: ok. 1 passed"), "the test did not run inside its namespaces: {stdout}");
-    false
+    crate::netns::in_private_namespaces(test_name, PROGRAMS)
 }
 
 /// The whole story for `image` (a repository of the plugin's registry, on
@@ -183,10 +150,9 @@ fn prefix(secret: &str) -> &str {
     &secret[..secret.len().min(BCRYPT_LENGTH)]
 }
 
-/// Brings up loopback and gives this mount namespace its own `/etc/hosts`,
-/// which sends `host` there.
+/// Gives this mount namespace its own `/etc/hosts`, which sends `host` to
+/// loopback.
 fn resolve_to_loopback(work: &Path, host: &str) {
-    run(Command::new("ip").args(["link", "set", "lo", "up"]));
     let hosts = work.join("hosts");
     fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {host}\n")).expect("hosts");
     run(Command::new("mount").arg("--bind").arg(&hosts).arg("/etc/hosts"));
@@ -377,10 +343,4 @@ fn sha256_hex(bytes: &[u8]) -> String {
         let _ = write!(hex, "{byte:02x}");
         hex
     })
-}
-
-/// Runs a setup command, which must succeed.
-fn run(command: &mut Command) {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
 }

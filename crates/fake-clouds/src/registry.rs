@@ -55,6 +55,8 @@ struct AcrExchange {
 
 struct RegistryState {
     url: String,
+    /// Where the challenge's realm points: this registry, unless a test says otherwise.
+    realm_base: Option<String>,
     accepts: CredentialCheck,
     denied: BTreeSet<String>,
     /// Issued token → the repository it may pull.
@@ -89,6 +91,7 @@ impl FakeRegistry {
     pub fn start() -> FakeRegistry {
         let state = Arc::new(Mutex::new(RegistryState {
             url: String::new(),
+            realm_base: None,
             accepts: Box::new(|user, password| !user.is_empty() && !password.is_empty()),
             denied: BTreeSet::new(),
             tokens: BTreeMap::new(),
@@ -195,6 +198,12 @@ impl FakeRegistry {
         hosts.iter().map(|h| format!("{h}={}", self.url())).collect::<Vec<_>>().join(",")
     }
 
+    /// Makes the challenge name a realm at `base` (another server) instead of
+    /// this registry.
+    pub fn set_realm_base(&self, base: &str) {
+        lock(&self.state).realm_base = Some(base.to_string());
+    }
+
     /// Decides which credentials the realm accepts.
     pub fn accept(&self, check: impl Fn(&str, &str) -> bool + Send + 'static) {
         lock(&self.state).accepts = Box::new(check);
@@ -236,7 +245,8 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
             (_, Some(_)) => OCIR_TOKEN_PATH,
             _ => "/v2/token",
         };
-        let challenge = format!(r#"Bearer realm="{}{realm}",service="fake-registry""#, state.url);
+        let base = state.realm_base.as_ref().unwrap_or(&state.url);
+        let challenge = format!(r#"Bearer realm="{base}{realm}",service="fake-registry""#);
         let mut response = problem(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
         if let Ok(value) = challenge.parse() {
             response.headers_mut().insert("www-authenticate", value);

@@ -22,6 +22,8 @@ pub enum Fault {
     Reset,
     /// Answer 200 with a JSON body cut short.
     Truncated,
+    /// Answer 200 with a body far larger than any token answer (6 MiB).
+    Oversized,
 }
 
 /// Ends the request by dropping its connection: the handler's task unwinds
@@ -57,6 +59,7 @@ pub async fn apply_fault(
         Some(Fault::Garbage) => Err((StatusCode::OK, "<html>surprise</html>").into_response()),
         Some(Fault::Reset) => reset_connection(),
         Some(Fault::Truncated) => Err(truncated_json()),
+        Some(Fault::Oversized) => Err(oversized_json()),
         Some(Fault::Expired) => Ok(-3600),
         None => Ok(lifetime),
     }
@@ -69,6 +72,13 @@ pub fn truncated_json() -> axum::response::Response {
         .into_response()
 }
 
+/// A 200 whose JSON body is 6 MiB long, past what a client should read.
+pub fn oversized_json() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = format!("{{\"access_token\": \"{}\"}}", "x".repeat(6 * 1024 * 1024));
+    (axum::http::StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
 /// A running server; it stops when dropped.
 #[derive(Debug)]
 pub struct FakeServer {
@@ -79,7 +89,13 @@ pub struct FakeServer {
 impl FakeServer {
     /// Serves `router` on 127.0.0.1 at a free port.
     pub fn start(router: Router) -> FakeServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        FakeServer::start_at(router, "127.0.0.1:0")
+    }
+
+    /// Serves `router` at `address`: a metadata service's own address and
+    /// port, inside a test's private network namespace ([`crate::netns`]).
+    pub fn start_at(router: Router, address: &str) -> FakeServer {
+        let listener = std::net::TcpListener::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
         let (shutdown, stopped) = oneshot::channel::<()>();
@@ -102,7 +118,7 @@ impl FakeServer {
         FakeServer { addr, shutdown: Some(shutdown) }
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (or the address it serves at; an IPv6 one in brackets).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1,7 +1,11 @@
 //! ACR's token exchange: an Entra ID access token becomes an ACR refresh token
 //! at the registry itself (`GET /v2/` for the challenge, then
-//! `POST /oauth2/exchange` on the realm's host). The kubelet gets the refresh
+//! `POST /oauth2/exchange` on the login server). The kubelet gets the refresh
 //! token, never the Entra token and never a client secret.
+//!
+//! The Entra token goes to the login server and nowhere else, whatever realm
+//! the challenge names: as upstream does, and so that a registry (or anyone
+//! who can answer for it) cannot send the node's Entra token to another host.
 
 use credential_provider::http::Http;
 use credential_provider::registry::{Greeting, Registry};
@@ -43,10 +47,7 @@ pub async fn exchange(
             return Err(Error::cloud(service_name, "GET /v2/ needs no credential: is this an ACR registry?"));
         }
     };
-    let realm = challenge.param("realm").ok_or_else(|| Error::cloud(&service_name, "the challenge names no realm"))?;
-    let mut url = registry.realm_url(realm)?;
-    url.set_path("/oauth2/exchange");
-    url.set_query(None);
+    let url = registry.url("/oauth2/exchange");
 
     let token_tenant = jwt::unverified_claims(entra.token.expose())
         .and_then(|claims| claims.get("tid").and_then(|t| t.as_str()).map(str::to_string));
@@ -56,7 +57,7 @@ pub async fn exchange(
     if let Some(tenant) = &tenant {
         form.push(("tenant", tenant));
     }
-    let reply = http.send(&service_name, http.post(url.as_str()).form(&form)).await?;
+    let reply = http.send(&service_name, http.post(&url).form(&form)).await?;
     #[derive(Deserialize)]
     struct Answer {
         refresh_token: Secret,

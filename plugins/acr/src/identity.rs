@@ -12,7 +12,7 @@ use azure_identity::{
     ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use credential_provider::http::{Unreachable, find_source};
+use credential_provider::http::{SendError, Unreachable, find_source};
 use credential_provider::{Error, Secret};
 
 use crate::config::{AzureConfig, Cloud};
@@ -171,7 +171,8 @@ fn configuration_error(identity: &AzureIdentity, e: &azure_core::Error) -> Error
 
 /// An azure_core error as ours: a refusal (400, 401, 403 anywhere in its
 /// chain) is `Denied`, anything else a cloud failure. An endpoint that could
-/// not be reached is said as such, whatever azure_identity wrapped it in.
+/// not be reached, or whose answer was too large to read, is said as such,
+/// whatever azure_identity wrapped it in.
 pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Error) -> Error {
     let mut status = e.http_status();
     let mut source = std::error::Error::source(e);
@@ -179,9 +180,10 @@ pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Erro
         status = status.or_else(|| inner.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status));
         source = inner.source();
     }
-    let what = match find_source::<Unreachable>(e) {
-        Some(unreachable) => unreachable.to_string(),
-        None => one_line(&e.to_string()),
+    let what = match (find_source::<Unreachable>(e), find_source::<SendError>(e)) {
+        (Some(unreachable), _) => unreachable.to_string(),
+        (None, Some(refused)) => refused.to_string(),
+        (None, None) => one_line(&e.to_string()),
     };
     let message = format!("{what} ({})", identity.describe());
     match status.map(u16::from) {

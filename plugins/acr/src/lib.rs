@@ -196,7 +196,7 @@ impl Acr {
         if let Some(imds) = self.endpoints.get("imds", None) {
             routes.push((IMDS_ORIGIN.to_string(), imds.to_string()));
         }
-        RoutedTransport::new(http.client().clone(), routes).into_transport()
+        RoutedTransport::new(http.clone(), routes).into_transport()
     }
 }
 

@@ -1,5 +1,6 @@
-//! The transport azure_identity's calls go through: the core's HTTP client,
-//! and the endpoint overrides applied by origin.
+//! The transport azure_identity's calls go through: the core's HTTP client
+//! (its proxy rule, so IMDS is never proxied, and its cap on answers), and
+//! the endpoint overrides applied by origin.
 //!
 //! azure_identity insists on an https authority host, which is right for a
 //! node and impossible for a test server on loopback. So the credentials are
@@ -14,12 +15,14 @@
 //! timeout. So the transport lets one such failure be retried and makes the
 //! second final, saying what failed and where.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use azure_core::error::ErrorKind;
-use azure_core::http::{AsyncRawResponse, HttpClient, Request, Transport, Url};
-use credential_provider::http::Unreachable;
+use azure_core::http::headers::{HeaderName, HeaderValue, Headers};
+use azure_core::http::{AsyncRawResponse, Body, HttpClient, Request, Transport, Url};
+use credential_provider::http::{Http, SendError, Unreachable};
 
 /// The IMDS origin azure_identity calls for managed identities.
 pub const IMDS_ORIGIN: &str = "http://169.254.169.254";
@@ -28,10 +31,10 @@ pub const IMDS_ORIGIN: &str = "http://169.254.169.254";
 /// connection that timed out) after which the next is not retried.
 const RETRIED_TRANSPORT_FAILURES: u32 = 1;
 
-/// Sends requests through `client`, rewriting the origins in `routes`.
+/// Sends requests through `http`, rewriting the origins in `routes`.
 #[derive(Debug)]
 pub struct RoutedTransport {
-    client: reqwest::Client,
+    http: Http,
     /// (origin as the credential addresses it, base URL to use instead).
     routes: Vec<(String, String)>,
     /// Transport failures so far: the transport lives for one fetch.
@@ -39,8 +42,8 @@ pub struct RoutedTransport {
 }
 
 impl RoutedTransport {
-    pub fn new(client: reqwest::Client, routes: Vec<(String, String)>) -> RoutedTransport {
-        RoutedTransport { client, routes, failures: AtomicU32::new(0) }
+    pub fn new(http: Http, routes: Vec<(String, String)>) -> RoutedTransport {
+        RoutedTransport { http, routes, failures: AtomicU32::new(0) }
     }
 
     pub fn into_transport(self) -> Transport {
@@ -67,29 +70,48 @@ impl RoutedTransport {
 #[async_trait::async_trait]
 impl HttpClient for RoutedTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        let routed = self.route(request.url());
-        let result = if &routed == request.url() {
-            self.client.execute_request(request).await
-        } else {
-            let mut request = request.clone();
-            *request.url_mut() = routed.clone();
-            self.client.execute_request(&request).await
+        let url = self.route(request.url());
+        let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
+            .map_err(|e| azure_core::Error::new(ErrorKind::Other, e))?;
+        let mut builder = self.http.request(method, url.as_str());
+        for (name, value) in request.headers().iter() {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = match request.body() {
+            Body::Bytes(bytes) => builder.body(bytes.clone()),
+            // Entra ID's and IMDS's token calls send forms, never streams.
+            _ => return Err(azure_core::Error::with_message(ErrorKind::Other, "a streamed request body is not sent")),
         };
-        result.map_err(|e| self.transport_failure(e, &routed))
+        let reply = self.http.send_once(builder).await.map_err(|e| self.send_failure(e, &url))?;
+        let headers: HashMap<HeaderName, HeaderValue> = reply
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = value.to_str().ok()?;
+                Some((HeaderName::from(name.as_str().to_owned()), HeaderValue::from(value.to_owned())))
+            })
+            .collect();
+        Ok(AsyncRawResponse::from_bytes(reply.status.as_u16().into(), Headers::from(headers), reply.body))
     }
 }
 
 impl RoutedTransport {
     /// A failure to reach `url`, with its cause and the endpoint (without its
-    /// query); retried by azure_identity the first time only.
-    fn transport_failure(&self, e: azure_core::Error, url: &Url) -> azure_core::Error {
-        if !matches!(e.kind(), ErrorKind::Io | ErrorKind::Connection) {
-            return e;
-        }
+    /// query); retried by azure_identity the first time only. An answer over
+    /// the core's size limit is final.
+    fn send_failure(&self, e: SendError, url: &Url) -> azure_core::Error {
+        let e = match e {
+            SendError::Transport(e) => e,
+            too_large @ SendError::TooLarge { .. } => return azure_core::Error::new(ErrorKind::Other, too_large),
+        };
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let failure = Unreachable::new(url, &e);
         tracing::info!("{failure} (attempt {failures})");
-        let kind = if failures > RETRIED_TRANSPORT_FAILURES { ErrorKind::Other } else { e.kind().clone() };
+        let kind = match (failures > RETRIED_TRANSPORT_FAILURES, e.is_connect()) {
+            (true, _) => ErrorKind::Other,
+            (false, true) => ErrorKind::Connection,
+            (false, false) => ErrorKind::Io,
+        };
         azure_core::Error::new(kind, failure)
     }
 }
@@ -101,7 +123,7 @@ mod tests {
     #[test]
     fn rewrites_only_the_routed_origins() {
         let transport = RoutedTransport::new(
-            reqwest::Client::new(),
+            Http::new().expect("client"),
             vec![
                 ("https://login.microsoftonline.com".into(), "http://127.0.0.1:9000/prefix".into()),
                 (IMDS_ORIGIN.into(), "http://127.0.0.1:9001".into()),

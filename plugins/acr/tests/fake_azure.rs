@@ -451,3 +451,49 @@ fn works_as_a_docker_credential_helper() {
         break_cloud: &|| clouds.azure.set_fault(Some(Fault::Status(403))),
     });
 }
+
+#[test]
+fn imds_is_called_direct_and_never_through_the_nodes_proxy() {
+    const TEST: &str = "imds_is_called_direct_and_never_through_the_nodes_proxy";
+    if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
+        return;
+    }
+    // IMDS at its own address, in this test's network namespace only.
+    fake_clouds::netns::add_loopback_address("169.254.169.254/32");
+    let azure = FakeAzure::start_at("169.254.169.254:80");
+    let registry = FakeRegistry::start_acr(azure.token_check());
+    let proxy = fake_clouds::proxy::RecordingProxy::start();
+    let plugin = PluginUnderTest::new(BINARY).with_env([
+        ("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", registry.endpoints_for(HOSTS).as_str()),
+        ("HTTP_PROXY", proxy.url().as_str()),
+        ("HTTPS_PROXY", proxy.url().as_str()),
+        ("NO_PROXY", "127.0.0.1"),
+    ]);
+    let exec = plugin.exec(&["-vvv"], request(IMAGE).as_bytes());
+    let mut secrets = azure.secrets();
+    secrets.extend(registry.secrets());
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &secrets);
+    assert_eq!(proxy.requests(), Vec::<String>::new(), "the proxy saw the node's identity calls");
+    assert_eq!(azure.grants(), vec![("system".to_string(), "imds".to_string())]);
+}
+
+#[test]
+fn the_entra_token_goes_to_the_login_server_whatever_realm_the_registry_names() {
+    let clouds = Clouds::start();
+    let elsewhere = FakeRegistry::start_acr(|_| true);
+    clouds.registry.set_realm_base(&elsewhere.url());
+    let exec = clouds.plugin().request(&request(IMAGE));
+    expect_accepted(&exec, ApiVersion::V1, IMAGE, &clouds.secrets());
+    assert_eq!(clouds.registry.calls("exchange"), 1);
+    assert_eq!(elsewhere.calls("exchange"), 0, "the realm's host was sent the Entra token");
+}
+
+#[test]
+fn an_oversized_identity_answer_is_refused_unread() {
+    let clouds = Clouds::start();
+    clouds.azure.set_fault(Some(Fault::Oversized));
+    let exec = clouds.plugin().exec(&["--no-cache"], request(IMAGE).as_bytes());
+    expect_rejected(&exec, &clouds.secrets());
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stderr.contains("larger than 4 MiB"), "{}", exec.stderr);
+}

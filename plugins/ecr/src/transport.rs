@@ -6,11 +6,10 @@
 //! here is one attempt. When the SDK retries after a transient error it asks
 //! for the connection to be dropped ("poisoned"); reqwest does not hand out
 //! its connections, so the whole pool is replaced instead, which a plugin
-//! that makes a handful of calls per exec never notices. Calls to the
-//! instance metadata service (a link-local address) never go through a
-//! proxy, which could not reach it and must not see its tokens.
+//! that makes a handful of calls per exec never notices. The core's proxy
+//! rule holds here as for every call: IMDS and EKS Pod Identity direct, AWS's
+//! APIs through the environment's proxy.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
@@ -22,32 +21,18 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use credential_provider::Error;
-use credential_provider::http::{Http, Unreachable};
+use credential_provider::http::{Http, SendError, Unreachable, goes_direct};
 
 /// The SDK's HTTP client, on the core's.
 #[derive(Clone, Debug)]
 pub struct SdkTransport {
-    pools: Arc<Mutex<Pools>>,
-}
-
-/// The clients, each with its pool of connections.
-#[derive(Clone, Debug)]
-struct Pools {
-    /// For AWS's APIs, through a proxy when the environment names one.
-    proxied: Http,
-    /// For the instance metadata service.
-    direct: Http,
-}
-
-impl Pools {
-    fn new() -> Result<Pools, Error> {
-        Ok(Pools { proxied: Http::new()?, direct: Http::direct()? })
-    }
+    /// The client and its pool of connections, replaced when the SDK poisons one.
+    pool: Arc<Mutex<Http>>,
 }
 
 impl SdkTransport {
     pub fn new() -> Result<SdkTransport, Error> {
-        Ok(SdkTransport { pools: Arc::new(Mutex::new(Pools::new()?)) })
+        Ok(SdkTransport { pool: Arc::new(Mutex::new(Http::new()?)) })
     }
 
     pub fn into_shared(self) -> SharedHttpClient {
@@ -56,8 +41,8 @@ impl SdkTransport {
 
     /// Replaces every pooled connection: the SDK's "poison" of one.
     fn poison(&self) {
-        match (Pools::new(), self.pools.lock()) {
-            (Ok(fresh), Ok(mut pools)) => *pools = fresh,
+        match (Http::new(), self.pool.lock()) {
+            (Ok(fresh), Ok(mut pool)) => *pool = fresh,
             (Err(e), _) => tracing::debug!("cannot replace the connection pool ({e}); keeping it"),
             (_, Err(_)) => {}
         }
@@ -70,10 +55,9 @@ impl SdkTransport {
         let url = reqwest::Url::parse(request.uri()).map_err(|e| ConnectorError::user(e.into()))?;
         let method =
             reqwest::Method::from_bytes(request.method().as_bytes()).map_err(|e| ConnectorError::user(e.into()))?;
-        let direct = url.host_str().is_some_and(is_metadata_address);
-        let http = match self.pools.lock() {
-            Ok(pools) if direct => pools.direct.clone(),
-            Ok(pools) => pools.proxied.clone(),
+        let direct = goes_direct(&url);
+        let http = match self.pool.lock() {
+            Ok(pool) => pool.clone(),
             Err(_) => return Err(ConnectorError::other("the connection pool is unusable".into(), None)),
         };
         if let Some(capture) = request.extension::<CaptureSmithyConnection>() {
@@ -85,7 +69,7 @@ impl SdkTransport {
                 Some(metadata)
             });
         }
-        let mut builder = http.client().request(method, url).body(body);
+        let mut builder = http.request(method, url.as_str()).body(body);
         for (name, value) in request.headers() {
             builder = builder.header(name, value);
         }
@@ -116,41 +100,18 @@ impl HttpConnector for SdkTransport {
 /// A transport failure as the SDK classifies it: timeouts and connection
 /// failures are transient (the SDK retries them), anything else is not.
 /// Transport failures carry an [`Unreachable`], which the plugin's error line
-/// finds again under the SDK's wrapping.
-fn connector_error(e: reqwest::Error) -> ConnectorError {
+/// finds again under the SDK's wrapping. An answer over the core's size limit
+/// is final.
+fn connector_error(e: SendError) -> ConnectorError {
+    let e = match e {
+        SendError::Transport(e) => e,
+        too_large @ SendError::TooLarge { .. } => return ConnectorError::other(too_large.into(), None),
+    };
     if e.is_timeout() {
         ConnectorError::timeout(Box::new(Unreachable::from_reqwest(&e)))
     } else if e.is_connect() || e.is_request() || e.is_body() {
         ConnectorError::io(Box::new(Unreachable::from_reqwest(&e)))
     } else {
         ConnectorError::other(e.into(), None)
-    }
-}
-
-/// Whether `host` (as a URL spells it) is an instance metadata address: a
-/// link-local one (169.254.169.254, fe80::/10), or IMDS's IPv6 address.
-fn is_metadata_address(host: &str) -> bool {
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => v4.is_link_local(),
-        Ok(IpAddr::V6(v6)) => v6.segments()[0] & 0xffc0 == 0xfe80 || v6 == IMDS_IPV6,
-        Err(_) => false,
-    }
-}
-
-/// The instance metadata service's IPv6 address.
-const IMDS_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_addresses_go_direct() {
-        assert!(is_metadata_address("169.254.169.254"));
-        assert!(is_metadata_address("[fd00:ec2::254]"));
-        assert!(is_metadata_address("[fe80::1]"));
-        assert!(!is_metadata_address("api.ecr.us-east-1.amazonaws.com"));
-        assert!(!is_metadata_address("127.0.0.1"));
-        assert!(!is_metadata_address("[fd00:ec2::253]"));
     }
 }

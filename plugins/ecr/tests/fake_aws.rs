@@ -616,3 +616,34 @@ fn skopeo_and_docker_read_a_manifest_through_the_helper() {
     let aws = FakeAws::start();
     fake_clouds::real_client::pull_through_helper(&plugin(&aws), PRIVATE, || aws.secrets());
 }
+
+#[test]
+fn eks_pod_identity_is_called_direct_and_ecr_through_the_nodes_proxy() {
+    const TEST: &str = "eks_pod_identity_is_called_direct_and_ecr_through_the_nodes_proxy";
+    if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
+        return;
+    }
+    // The Pod Identity agent at its IPv6 address, in this test's network namespace only.
+    fake_clouds::netns::add_loopback_address("fd00:ec2::23/128");
+    let agent = FakeAws::start_at("[fd00:ec2::23]:80");
+    let aws = FakeAws::start();
+    let proxy = fake_clouds::proxy::RecordingProxy::start();
+    let plugin = PluginUnderTest::new(BINARY)
+        .with_env(aws.endpoint_env())
+        .with_env(agent.pod_identity_env("http://[fd00:ec2::23]/v1/credentials"))
+        .with_env([("HTTP_PROXY", proxy.url()), ("HTTPS_PROXY", proxy.url())]);
+    let secrets = || [agent.secrets(), aws.secrets()].concat();
+
+    // ECR's API honours the proxy (which forwards nothing) ...
+    let exec = plugin.exec(&[], request(PRIVATE).as_bytes());
+    expect_rejected(&exec, &secrets());
+    let requests = proxy.requests();
+    assert!(!requests.is_empty() && requests.iter().all(|r| r.starts_with(&aws.url())), "{requests:?}");
+    // ... and with ECR's fake exempted, the pod's credentials come direct.
+    let plugin = plugin.with_env([("NO_PROXY", "127.0.0.1")]);
+    let exec = plugin.exec(&["-vvv"], request(PRIVATE).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, PRIVATE, &secrets());
+    assert_eq!(agent.calls("pod-identity:credentials"), 2);
+    assert!(proxy.requests().iter().all(|r| !r.contains("fd00:ec2")), "{:?}", proxy.requests());
+    assert_eq!(aws.signers(), vec!["ASIAFAKEPOD".to_string()]);
+}

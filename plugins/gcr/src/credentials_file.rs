@@ -1,17 +1,16 @@
 //! Application default credentials files: `GOOGLE_APPLICATION_CREDENTIALS`,
 //! else gcloud's well-known file.
 //!
-//! Three kinds: `service_account` key files (signed JWT assertions, through
-//! gcp_auth, which honours the file's `token_uri`); `authorized_user` files
-//! (an OAuth refresh token); and `external_account` files (workload identity
+//! Three kinds: `service_account` key files (a JWT assertion signed with the
+//! key, traded at the file's `token_uri`); `authorized_user` files (an OAuth
+//! refresh token); and `external_account` files (workload identity
 //! federation: a subject token from a file or URL exchanged at STS, then
-//! optionally impersonation), which gcp_auth does not do.
+//! optionally impersonation). Every call goes through the core's client.
 
 use std::path::{Path, PathBuf};
 
 use credential_provider::http::Http;
 use credential_provider::{Error, Secret};
-use gcp_auth::TokenProvider as _;
 use serde::Deserialize;
 
 use crate::token::{self, AccessToken};
@@ -34,7 +33,7 @@ pub fn locate() -> Option<PathBuf> {
 /// A credentials file, read.
 #[derive(Debug)]
 pub enum CredentialsFile {
-    ServiceAccount { json: Secret, client_email: String },
+    ServiceAccount { private_key: Secret, client_email: String, token_uri: String },
     AuthorizedUser { client_id: String, client_secret: Secret, refresh_token: Secret, token_uri: String },
     ExternalAccount(ExternalAccount),
 }
@@ -82,13 +81,11 @@ impl CredentialsFile {
         let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
         let missing = |name: &str| Error::Config(format!("{shown} has no {name:?}"));
         match field("type").as_deref() {
-            Some("service_account") => {
-                if let Some(key) = field("private_key") {
-                    credential_provider::secret::register(&key);
-                }
-                let client_email = field("client_email").ok_or_else(|| missing("client_email"))?;
-                Ok(CredentialsFile::ServiceAccount { json: text, client_email })
-            }
+            Some("service_account") => Ok(CredentialsFile::ServiceAccount {
+                private_key: Secret::new(field("private_key").ok_or_else(|| missing("private_key"))?),
+                client_email: field("client_email").ok_or_else(|| missing("client_email"))?,
+                token_uri: field("token_uri").unwrap_or_else(|| token::OAUTH_TOKEN_URL.to_string()),
+            }),
             Some("authorized_user") => Ok(CredentialsFile::AuthorizedUser {
                 client_id: field("client_id").ok_or_else(|| missing("client_id"))?,
                 client_secret: Secret::new(field("client_secret").ok_or_else(|| missing("client_secret"))?),
@@ -120,19 +117,8 @@ impl CredentialsFile {
     /// An access token from this file's identity.
     pub async fn token(&self, http: &Http, sts_url: &str) -> Result<AccessToken, Error> {
         match self {
-            CredentialsFile::ServiceAccount { json, client_email } => {
-                let service = "Google OAuth (service account key)";
-                let account = gcp_auth::CustomServiceAccount::from_json(json.expose())
-                    .map_err(|e| Error::Config(format!("the key file of {client_email} cannot be used: {e}")))?;
-                let token = tokio::time::timeout(
-                    credential_provider::http::CALL_BUDGET,
-                    account.token(&[token::CLOUD_PLATFORM]),
-                )
-                .await
-                .map_err(|_| Error::cloud(service, "no answer in time"))?
-                .map_err(|e| Error::cloud(service, format!("{client_email}: {e}")))?;
-                let expires_at = u64::try_from(token.expires_at().timestamp()).unwrap_or(0);
-                Ok(AccessToken { token: Secret::new(token.as_str().to_string()), expires_at })
+            CredentialsFile::ServiceAccount { private_key, client_email, token_uri } => {
+                token::service_account_grant(http, token_uri, client_email, private_key).await
             }
             CredentialsFile::AuthorizedUser { client_id, client_secret, refresh_token, token_uri } => {
                 token::refresh(http, token_uri, client_id, client_secret, refresh_token).await

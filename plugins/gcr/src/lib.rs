@@ -315,7 +315,7 @@ impl Gcr {
                 if !on_metadata_server {
                     credential_provider::endpoints::validate_url(attribute, url)?;
                 }
-                let http = if on_metadata_server { Http::direct()? } else { Http::new()? };
+                let http = Http::new()?;
                 let reply = http.send("dockercfg URL", http.get(url)).await?;
                 let document = reply.success_text("dockercfg URL")?;
                 (attribute, document)

@@ -65,7 +65,7 @@ pub struct MetadataServer {
 
 impl MetadataServer {
     pub fn new(base: String) -> Result<MetadataServer, Error> {
-        Ok(MetadataServer { http: Http::direct()?, base })
+        Ok(MetadataServer { http: Http::new()?, base })
     }
 
     pub fn base(&self) -> &str {

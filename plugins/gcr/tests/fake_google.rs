@@ -604,3 +604,62 @@ fn skopeo_and_docker_read_a_manifest_through_the_helper() {
     let google = FakeGoogle::start();
     fake_clouds::real_client::pull_through_helper(&plugin(&google), ARTIFACT_REGISTRY, || google.secrets());
 }
+
+/// `google`'s key file, with its `token_uri` replaced by `token_uri`.
+fn key_file_with_token_uri(google: &FakeGoogle, dir: &std::path::Path, token_uri: &str) -> std::path::PathBuf {
+    let path = google.key_file(dir);
+    let mut key: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read key")).expect("key JSON");
+    key["token_uri"] = token_uri.into();
+    std::fs::write(&path, key.to_string()).expect("write key");
+    path
+}
+
+#[test]
+fn a_key_files_plain_http_token_uri_is_refused_before_anything_is_sent() {
+    let google = FakeGoogle::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let key = key_file_with_token_uri(&google, dir.path(), "http://oauth2.example.invalid/token");
+    let plugin = plugin(&google).with_env([("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string())]);
+    let exec = plugin.exec(&[], request(GCR).as_bytes());
+    expect_rejected(&exec, &google.secrets());
+    assert_eq!(exec.code, Some(1), "a configuration error");
+    assert!(exec.stderr.contains("token_uri") && exec.stderr.contains("https"), "{}", exec.stderr);
+    assert_eq!(google.calls("oauth:jwt-bearer"), 0);
+}
+
+#[test]
+fn a_key_files_token_call_goes_through_the_nodes_proxy() {
+    const TEST: &str = "a_key_files_token_call_goes_through_the_nodes_proxy";
+    if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
+        return;
+    }
+    let google = FakeGoogle::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let key = key_file_with_token_uri(&google, dir.path(), "https://oauth2.googleapis.com/token");
+    let proxy = fake_clouds::proxy::RecordingProxy::start();
+    let plugin = plugin(&google).with_env([
+        ("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string()),
+        ("HTTPS_PROXY", proxy.url()),
+    ]);
+    let exec = plugin.exec(&[], request(GCR).as_bytes());
+    expect_rejected(&exec, &google.secrets());
+    assert_eq!(exec.code, Some(2), "the proxy answers 502: {}", exec.stderr);
+    let requests = proxy.requests();
+    assert!(!requests.is_empty(), "the proxy saw nothing");
+    assert!(requests.iter().all(|target| target == "oauth2.googleapis.com:443"), "{requests:?}");
+}
+
+#[test]
+fn an_oversized_token_answer_is_refused_unread() {
+    let google = FakeGoogle::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let key = google.key_file(dir.path());
+    google.set_fault(Some(Fault::Oversized));
+    let plugin = plugin(&google).with_env([("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string())]);
+    let exec = plugin.exec(&["--no-cache"], request(GCR).as_bytes());
+    expect_rejected(&exec, &google.secrets());
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stderr.contains("larger than 4 MiB"), "{}", exec.stderr);
+    assert_eq!(google.calls("oauth:jwt-bearer"), 1, "too large is not retried");
+}

@@ -247,7 +247,7 @@ impl Icr {
             }
             IbmIdentity::VpcInstance(profile) => {
                 let metadata = self.endpoints.resolve("imds", None, iam::VPC_METADATA);
-                iam::vpc_token(&Http::direct()?, &metadata, profile.as_ref()).await
+                iam::vpc_token(&Http::new()?, &metadata, profile.as_ref()).await
             }
         }
     }

@@ -106,11 +106,11 @@ pub fn fingerprint(certificate: &[u8]) -> String {
 
 /// Federates this instance: its certificates and key from the metadata
 /// service, a new session key, and the auth service's security token.
-pub async fn federate(direct: &Http, http: &Http, imds: &str, auth: Option<&str>) -> Result<(Federated, u64), Error> {
-    let leaf_pem = imds_get(direct, imds, "identity/cert.pem").await?;
-    let key_pem = Secret::new(imds_get(direct, imds, "identity/key.pem").await?);
-    let intermediate_pem = imds_get(direct, imds, "identity/intermediate.pem").await?;
-    let region: RegionInfo = serde_json::from_str(&imds_get(direct, imds, "instance/regionInfo").await?)
+pub async fn federate(http: &Http, imds: &str, auth: Option<&str>) -> Result<(Federated, u64), Error> {
+    let leaf_pem = imds_get(http, imds, "identity/cert.pem").await?;
+    let key_pem = Secret::new(imds_get(http, imds, "identity/key.pem").await?);
+    let intermediate_pem = imds_get(http, imds, "identity/intermediate.pem").await?;
+    let region: RegionInfo = serde_json::from_str(&imds_get(http, imds, "instance/regionInfo").await?)
         .map_err(|e| Error::cloud(SERVICE, format!("instance/regionInfo is not what the API documents: {e}")))?;
 
     let leaf = certificate(&leaf_pem, "instance")?;

@@ -236,13 +236,8 @@ impl Ocir {
                 let session = sessions
                     .get_or_fetch(FEDERATION_SESSION, &self.federation_parts(), || async {
                         tracing::info!("federating the instance principal");
-                        let (federated, expires_at) = federation::federate(
-                            &Http::direct()?,
-                            &Http::new()?,
-                            &self.imds(),
-                            self.endpoints.get("auth", None),
-                        )
-                        .await?;
+                        let (federated, expires_at) =
+                            federation::federate(&Http::new()?, &self.imds(), self.endpoints.get("auth", None)).await?;
                         federated.to_session(expires_at)
                     })
                     .await?;
