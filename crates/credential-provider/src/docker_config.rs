@@ -12,8 +12,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::files;
 
@@ -101,20 +102,24 @@ pub fn add_cred_helpers(
     };
     let existing = read_config(&target)?;
     let meta = existing.as_ref().map(|existing| &existing.meta);
-    let mut config = existing.as_ref().map_or_else(Map::new, |existing| existing.settings.clone());
+    let mut config = existing.as_ref().map_or_else(JsonObject::default, |existing| existing.settings.clone());
     let not_a_config = |reason: &str| DockerConfigError::NotAConfig { path: target.clone(), reason: reason.into() };
-    let helpers = config.entry("credHelpers").or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(helpers) = helpers else {
-        return Err(not_a_config("its \"credHelpers\" is not an object"));
+    let mut helpers = match config.get("credHelpers") {
+        None => JsonObject::default(),
+        Some(raw) => serde_json::from_str::<JsonObject>(raw.get())
+            .map_err(|_| not_a_config("its \"credHelpers\" is not an object"))?,
     };
+    let named = to_raw(&helper.to_string()).map_err(|e| not_a_config(&e.to_string()))?;
     let changes: Vec<(String, EntryChange)> = registries
         .iter()
         .map(|registry| {
-            let change = match helpers.insert(registry.clone(), Value::String(helper.to_string())) {
+            let change = match helpers.insert(registry, named.clone()) {
                 None => EntryChange::Added,
-                Some(Value::String(previous)) if previous == helper => EntryChange::Unchanged,
-                Some(Value::String(previous)) => EntryChange::Replaced(previous),
-                Some(other) => EntryChange::Replaced(other.to_string()),
+                Some(previous) => match serde_json::from_str::<String>(previous.get()) {
+                    Ok(previous) if previous == helper => EntryChange::Unchanged,
+                    Ok(previous) => EntryChange::Replaced(previous),
+                    Err(_) => EntryChange::Replaced(previous.get().to_string()),
+                },
             };
             (registry.clone(), change)
         })
@@ -122,8 +127,9 @@ pub fn add_cred_helpers(
     if existing.is_some() && changes.iter().all(|(_, change)| *change == EntryChange::Unchanged) {
         return Ok(changes);
     }
+    config.insert("credHelpers", nested_like_docker(&helpers).map_err(|e| not_a_config(&e.to_string()))?);
 
-    let body = encode_like_docker(&Value::Object(config)).map_err(|e| not_a_config(&e.to_string()))?;
+    let body = encode_like_docker(&config).map_err(|e| not_a_config(&e.to_string()))?;
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(DockerConfigError::io(dir))?;
     }
@@ -139,9 +145,74 @@ pub fn add_cred_helpers(
     Ok(changes)
 }
 
+/// A JSON object read and written member by member, in the order written,
+/// each value exactly as written: editing one member keeps every other's
+/// meaning whole (a number too large for a float, key order, duplicates,
+/// escapes), which a round trip through `serde_json::Value` would not.
+#[derive(Clone, Debug, Default)]
+struct JsonObject(Vec<(String, Box<RawValue>)>);
+
+impl JsonObject {
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_ref())
+    }
+
+    /// Sets `name` to `value` where it stands (its last occurrence, which is
+    /// the one a JSON reader keeps), or at the end; the value it replaced.
+    fn insert(&mut self, name: &str, value: Box<RawValue>) -> Option<Box<RawValue>> {
+        match self.0.iter_mut().rev().find(|(key, _)| key == name) {
+            Some((_, slot)) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.0.push((name.to_string(), value));
+                None
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JsonObject, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = JsonObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonObject, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push(member);
+                }
+                Ok(JsonObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+impl Serialize for JsonObject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// `object` as a member of the top level, laid out as docker lays it out there.
+fn nested_like_docker(object: &JsonObject) -> serde_json::Result<Box<RawValue>> {
+    let text = String::from_utf8(encode_like_docker(object)?).map_err(serde::ser::Error::custom)?;
+    RawValue::from_string(text.trim_end().replace('\n', "\n\t"))
+}
+
+fn to_raw(value: &impl Serialize) -> serde_json::Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+}
+
 /// A docker config file as found.
 struct ExistingConfig {
-    settings: Map<String, Value>,
+    settings: JsonObject,
     meta: fs::Metadata,
 }
 
@@ -164,11 +235,13 @@ fn read_config(path: &Path) -> Result<Option<ExistingConfig>, DockerConfigError>
         return Err(not_a_config(format!("it is larger than {} MiB", MAX_CONFIG_BYTES / 1024 / 1024)));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Some(ExistingConfig { settings: Map::new(), meta }));
+        return Ok(Some(ExistingConfig { settings: JsonObject::default(), meta }));
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(settings)) => Ok(Some(ExistingConfig { settings, meta })),
-        Ok(_) => Err(not_a_config("it is JSON but not an object".into())),
+    match serde_json::from_slice::<JsonObject>(&body) {
+        Ok(settings) => Ok(Some(ExistingConfig { settings, meta })),
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => {
+            Err(not_a_config("it is JSON but not an object".into()))
+        }
         Err(e) => Err(not_a_config(format!("invalid JSON: {e}"))),
     }
 }
@@ -178,8 +251,9 @@ fn owner_of(path: &Path) -> Result<(u32, u32), DockerConfigError> {
     Ok((meta.uid(), meta.gid()))
 }
 
-/// JSON indented with tabs and ending in a newline, as docker writes its config.
-fn encode_like_docker(value: &Value) -> serde_json::Result<Vec<u8>> {
+/// JSON indented with tabs and ending in a newline, as docker writes its config
+/// (the members kept as they were written keep their own layout).
+fn encode_like_docker(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     let mut body = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     value.serialize(&mut serde_json::Serializer::with_formatter(&mut body, formatter))?;
@@ -225,6 +299,15 @@ pub fn link_helper(dir: &Path, executable: &str, program: &Path) -> Result<(Path
     Ok((link, LinkChange::Created))
 }
 
+/// Whether `dir` is one of `PATH`'s directories, however either spells it
+/// (relative, through links).
+pub fn is_on_path(dir: &Path) -> bool {
+    let (Some(path), Ok(dir)) = (std::env::var_os("PATH"), fs::canonicalize(dir)) else {
+        return false;
+    };
+    std::env::split_paths(&path).filter(|entry| !entry.as_os_str().is_empty()).any(|entry| fs::canonicalize(entry).is_ok_and(|entry| entry == dir))
+}
+
 /// The first `executable` on `PATH` that may be run, as clients look it up.
 pub fn find_on_path(executable: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -256,6 +339,7 @@ fn describe_file(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn config_at(dir: &Path, body: &str, mode: u32) -> PathBuf {
         let path = dir.join("config.json");

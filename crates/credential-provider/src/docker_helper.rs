@@ -271,7 +271,7 @@ pub fn install<P: Provider>(provider: &P, installation: &Installation) -> Result
             let (link, change) = docker_config::link_helper(dir, &executable, &program)?;
             let what = if change == LinkChange::Created { "linked" } else { "already linked" };
             report += &format!("{}: {what} to {}\n", link.display(), program.display());
-            if on_path.is_none() {
+            if !docker_config::is_on_path(dir) {
                 tracing::warn!("{} is not on PATH, so clients will not find {executable}: add it", dir.display());
             }
         }

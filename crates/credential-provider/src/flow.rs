@@ -27,6 +27,13 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(15);
 /// kept: short, so that the next pull tries the cloud again soon.
 pub const STALE_KEEP: Duration = Duration::from_secs(30);
 
+/// The longest a credential is believed to live, whatever the cloud says: a
+/// day. The longest-lived registry credential a cloud issues is ECR's, 12
+/// hours; an expiry years away is a cloud's (or a clock's) mistake, and
+/// passed on it would pin the credential in the cache and give the kubelet a
+/// `cacheDuration` past what a Go duration holds, which fails the response.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// A credential fresh from the cloud.
 #[derive(Clone, Debug)]
 pub struct Credential {
@@ -39,6 +46,20 @@ pub struct Credential {
 impl Credential {
     fn of_entry(entry: &CachedCredential) -> Credential {
         Credential { username: entry.username.clone(), password: entry.password.clone(), expires_at: entry.expires_at }
+    }
+
+    /// This credential, believed to live at most [`MAX_LIFETIME`] from `now`.
+    fn bounded(mut self, now: u64, label: &str) -> Credential {
+        let latest = now.saturating_add(MAX_LIFETIME.as_secs());
+        if self.expires_at > latest {
+            tracing::warn!(
+                "the cloud says the credential for {label} expires at {}, more than {}h from now; treating it as expiring at {latest}",
+                self.expires_at,
+                MAX_LIFETIME.as_secs() / 3600
+            );
+            self.expires_at = latest;
+        }
+        self
     }
 }
 
@@ -158,11 +179,11 @@ where
         return Ok(Renewal::ByAnother(entry.clone()));
     }
     let previous = current.or(previous);
+    let now = cache::unix_now();
     let credential = match fetch().await {
-        Ok(credential) => credential,
+        Ok(credential) => credential.bounded(now, place.label),
         Err(error) => return Err(Box::new(RenewalFailure { error, previous })),
     };
-    let now = cache::unix_now();
     if credential.expires_at <= now {
         tracing::warn!(
             "the credential for {} from the cloud expired already (at {}, now {now}); is the clock skewed? using it without caching it",
@@ -205,8 +226,8 @@ where
     Fut: Future<Output = Result<Credential, Error>>,
 {
     let Some(cache) = cache else {
-        let credential = fetch().await?;
         let now = cache::unix_now();
+        let credential = fetch().await?.bounded(now, place.label);
         let keep_for = Duration::from_secs(CachedCredential::refresh_point(now, credential.expires_at) - now);
         return Ok(Lease { credential, keep_for });
     };

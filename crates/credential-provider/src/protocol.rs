@@ -216,7 +216,11 @@ pub fn go_duration(duration: Duration) -> String {
     }
 }
 
+/// The longest duration Go can hold (2^63 - 1 ns, about 2,562,047 hours), in seconds.
+const MAX_GO_DURATION_SECONDS: f64 = 9_223_372_036.854_775;
+
 /// Parses a Go duration as `time.ParseDuration` does (`1h2m3.5s`, `300ms`, `0s`) into seconds.
+/// A duration past what Go holds is refused, as Go refuses it.
 pub fn parse_go_duration(text: &str) -> Option<f64> {
     let (negative, mut rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -249,6 +253,9 @@ pub fn parse_go_duration(text: &str) -> Option<f64> {
         total += value * scale;
         rest = &rest[unit_end..];
     }
+    if total > MAX_GO_DURATION_SECONDS {
+        return None;
+    }
     Some(if negative { -total } else { total })
 }
 
@@ -263,7 +270,9 @@ mod tests {
         assert_eq!(parse_go_duration("5h59m30s"), Some(21570.0));
         assert_eq!(parse_go_duration("1.5s"), Some(1.5));
         assert_eq!(parse_go_duration("-1m"), Some(-60.0));
-        for bad in ["", "5", "1x", "h", "1h 2m"] {
+        assert_eq!(parse_go_duration("2562047h47m16s"), Some(9_223_372_036.0));
+        // Past what a Go duration holds: Go's ParseDuration refuses it, and so the kubelet.
+        for bad in ["", "5", "1x", "h", "1h 2m", "13639362h39m13s", "2562048h"] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }
     }

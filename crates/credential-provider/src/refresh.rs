@@ -5,14 +5,19 @@
 //!
 //! Entries that need a request's service-account token cannot be renewed
 //! without one: they are left to the next exec (and deleted an hour after
-//! they expire). One line on stderr per entry renewed or failed.
+//! they expire). An entry this refresh plans under another key (written under
+//! other flags or variables) or no longer plans is skipped while it is valid,
+//! and removed once expired: no exec will ever read it again, and a pass that
+//! skipped forever would fail forever. One line on stderr per entry renewed,
+//! failed or removed.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cache::{self, Cache, CachedCredential};
+use crate::cache::{self, Cache, CachedCredential, Freshness};
 use crate::credentials::{self, RenewalError};
 use crate::error::Error;
 use crate::flow::Renewal;
@@ -46,7 +51,7 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
     let last = repeat(P::BINARY, every, |stop| pass(provider, cache, stop));
     match last {
-        Some(summary) if summary.failed > 0 || summary.skipped > 0 => Err(Error::cloud(
+        Some(summary) if !summary.is_clean() => Err(Error::cloud(
             P::NAME,
             format!(
                 "{} cached credential(s) could not be renewed and {} were skipped",
@@ -99,19 +104,27 @@ pub const PASS_MARKER: &str = "refresh pass [";
 pub struct PassSummary {
     pub renewed: usize,
     pub failed: usize,
-    /// Due, but not this refresh's to renew: written under other settings.
+    /// Due, but not this refresh's to renew (written under other settings),
+    /// and still valid.
     pub skipped: usize,
+    /// Not this refresh's to renew, and expired: deleted.
+    pub removed: usize,
 }
 
 impl std::fmt::Display for PassSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} renewed, {} failed, {} skipped", self.renewed, self.failed, self.skipped)
+        write!(f, "{} renewed, {} failed, {} skipped, {} removed", self.renewed, self.failed, self.skipped, self.removed)
     }
 }
 
 impl PassSummary {
-    /// Reads what a pass's last line says (`2 renewed, 0 failed, 1 skipped`,
-    /// or `nothing to renew: …`).
+    /// Whether the pass renewed everything that was its to renew.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.skipped == 0
+    }
+
+    /// Reads what a pass's last line says (`2 renewed, 0 failed, 1 skipped,
+    /// 0 removed`, or `nothing to renew: …`).
     pub fn parse(text: &str) -> Option<PassSummary> {
         if text.starts_with("nothing to renew") {
             return Some(PassSummary::default());
@@ -121,7 +134,12 @@ impl PassSummary {
             Some((n, w)) if w == word => n.parse().ok(),
             _ => None,
         };
-        Some(PassSummary { renewed: count("renewed")?, failed: count("failed")?, skipped: count("skipped")? })
+        Some(PassSummary {
+            renewed: count("renewed")?,
+            failed: count("failed")?,
+            skipped: count("skipped")?,
+            removed: count("removed")?,
+        })
     }
 }
 
@@ -130,6 +148,7 @@ enum EntryOutcome {
     Renewed,
     Failed,
     Skipped,
+    Removed,
 }
 
 /// One pass, ended by one line on stderr that says what it did.
@@ -158,7 +177,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
         cached += 1;
         // Ahead of the kubelet's execs, which would renew it at its refresh point.
         if now >= entry.renew_ahead_point() {
-            due.push(entry);
+            due.push((path, entry));
         }
     }
     if due.is_empty() {
@@ -180,15 +199,16 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let Some(entry) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    let Some((path, entry)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                         return;
                     };
-                    let outcome = renew_entry(provider, cache, &entry);
+                    let outcome = renew_entry(provider, cache, &path, &entry);
                     if let Ok(mut summary) = summary.lock() {
                         match outcome {
                             EntryOutcome::Renewed => summary.renewed += 1,
                             EntryOutcome::Failed => summary.failed += 1,
                             EntryOutcome::Skipped => summary.skipped += 1,
+                            EntryOutcome::Removed => summary.removed += 1,
                         }
                     }
                 }
@@ -201,8 +221,19 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
 }
 
 /// Renews one entry, saying so on stderr unless another process did.
-fn renew_entry<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential) -> EntryOutcome {
-    match credentials::renew(provider, cache, entry) {
+fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &CachedCredential) -> EntryOutcome {
+    let result = credentials::renew(provider, cache, entry);
+    let not_ours = matches!(result, Err(RenewalError::OtherSettings | RenewalError::Unplanned(_)));
+    if not_ours && entry.freshness(cache::unix_now()) == Freshness::Expired {
+        cache.remove_with_lock(path);
+        eprintln!(
+            "{}: removed {}: expired, and written under settings this refresh does not have, so no exec reads it",
+            P::BINARY,
+            entry.registry
+        );
+        return EntryOutcome::Removed;
+    }
+    match result {
         Ok(Renewal::ByAnother(_)) => EntryOutcome::Renewed,
         Ok(Renewal::Fetched(renewed)) => {
             eprintln!("{}: renewed {} (valid until {})", P::BINARY, entry.registry, format_time(renewed.expires_at));
@@ -259,11 +290,12 @@ mod tests {
 
     #[test]
     fn a_pass_summary_reads_back() {
-        let summary = PassSummary { renewed: 2, failed: 0, skipped: 1 };
+        let summary = PassSummary { renewed: 2, failed: 0, skipped: 1, removed: 3 };
+        assert_eq!(summary.to_string(), "2 renewed, 0 failed, 1 skipped, 3 removed");
         assert_eq!(PassSummary::parse(&summary.to_string()), Some(summary));
         assert_eq!(PassSummary::parse("nothing to renew: 3 cached"), Some(PassSummary::default()));
         assert_eq!(PassSummary::parse("2 renewed, 0 failed"), None);
-        assert_eq!(PassSummary::parse("x renewed, 0 failed, 0 skipped"), None);
+        assert_eq!(PassSummary::parse("x renewed, 0 failed, 0 skipped, 0 removed"), None);
     }
 
     #[test]

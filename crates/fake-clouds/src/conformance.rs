@@ -174,6 +174,13 @@ impl PluginUnderTest {
         Exec::wait(self.spawn(args, stdin))
     }
 
+    /// Runs the plugin to completion in the working directory `dir`, with
+    /// nothing on stdin.
+    pub fn exec_in(&self, dir: &Path, args: &[&str]) -> Exec {
+        let child = self.command(args).current_dir(dir).stdin(Stdio::null()).spawn().expect("spawn plugin");
+        Exec::wait(child)
+    }
+
     /// Starts `count` plugins at once, as the kubelet does at node boot, and
     /// waits for them all.
     pub fn exec_together(&self, count: usize, args: &[&str], stdin: &[u8]) -> Vec<Exec> {

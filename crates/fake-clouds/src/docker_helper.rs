@@ -181,7 +181,9 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("docker").join("config.json");
     fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
-    let original = r#"{"auths":{"quay.io":{"auth":"dTpw"}},"credsStore":"pass"}"#;
+    // Every other member as written: its order, a number no float holds, an escape.
+    let original = r#"{"zzz":"first","auths":{"quay.io":{"auth":"dTpw"}},"big":123456789012345678901234567890,
+        "credsStore":"pass","note":"caf\u00e9","credHelpers":{"existing.example":"theirs"}}"#;
     fs::write(&config, original).expect("write config");
     let bin = dir.path().join("bin");
     let config_arg = config.display().to_string();
@@ -191,9 +193,17 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     args.extend(hosts);
     let exec = plugin.exec(&args, b"");
     assert_eq!(exec.code, Some(0), "{exec:?}");
-    let written: serde_json::Value = serde_json::from_slice(&fs::read(&config).expect("read")).expect("json");
+    let text = fs::read_to_string(&config).expect("read");
+    let written: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(written["auths"]["quay.io"]["auth"], "dTpw");
     assert_eq!(written["credsStore"], "pass");
+    assert_eq!(written["credHelpers"]["existing.example"], "theirs");
+    assert!(text.contains("123456789012345678901234567890") && text.contains(r"caf\u00e9"), "{text}");
+    let order: Vec<usize> = ["\"zzz\"", "\"auths\"", "\"big\"", "\"credsStore\"", "\"note\"", "\"credHelpers\"", "existing.example"]
+        .iter()
+        .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
+        .collect();
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "keys keep their order: {text}");
     for host in hosts {
         assert_eq!(written["credHelpers"][host], "mine", "{written}");
     }
@@ -201,10 +211,24 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     assert_eq!(fs::canonicalize(&link).expect("link"), fs::canonicalize(plugin.binary()).expect("binary"));
     assert!(exec.stdout.contains("added"), "{}", exec.stdout);
 
+    assert!(exec.stderr.contains("is not on PATH"), "the test's bin dir is not: {}", exec.stderr);
+
     // Again: nothing to change, and it says so.
     let again = plugin.exec(&args, b"");
     assert_eq!(again.code, Some(0), "{again:?}");
     assert!(again.stdout.contains("already") && !again.stdout.contains("added"), "{}", again.stdout);
+
+    // A relative --bin-dir is on PATH when the directory it names is, and only then.
+    let mut on_path = plugin.with_fresh_cache();
+    on_path.set_env("PATH", &format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
+    let relative = ["install-docker-helper", "--config", &config_arg, "--helper", "mine", "--bin-dir", "bin", hosts[0]];
+    let exec = on_path.exec_in(dir.path(), &relative);
+    assert_eq!(exec.code, Some(0), "{exec:?}");
+    assert!(!exec.stderr.contains("not on PATH"), "{}", exec.stderr);
+    let elsewhere = ["install-docker-helper", "--config", &config_arg, "--helper", "mine", "--bin-dir", "off-path", hosts[0]];
+    let exec = on_path.exec_in(dir.path(), &elsewhere);
+    assert_eq!(exec.code, Some(0), "{exec:?}");
+    assert!(exec.stderr.contains("is not on PATH"), "{}", exec.stderr);
 
     let before = fs::read(&config).expect("read");
     let refused = plugin.exec(&["install-docker-helper", "--config", &config_arg, hosts[0], unserved], b"");

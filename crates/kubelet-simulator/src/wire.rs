@@ -159,6 +159,8 @@ mod tests {
             (GOOD.replace("\"password\":\"p\"", "\"password\":\"p\",\"email\":\"e\""), "unknown field"),
             (GOOD.replace("Registry", "Pod"), "cacheKeyType"),
             (GOOD.replace("1m0s", "60"), "not a duration"),
+            // Past what a Go duration holds: the kubelet's decoder refuses it.
+            (GOOD.replace("1m0s", "13639362h39m13s"), "not a duration"),
             (format!("{GOOD}{GOOD}"), "more than one"),
             (String::new(), "empty"),
         ] {

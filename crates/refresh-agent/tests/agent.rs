@@ -92,7 +92,7 @@ fn one_pass_renews_what_the_kubelets_execs_read_and_says_what_it_skips() {
     std::thread::sleep(Duration::from_millis(3200));
     let (code, stdout, stderr) = node.agent();
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("{PLUGIN}: 1 renewed, 0 failed, 0 skipped")), "{stdout}");
+    assert!(stdout.contains(&format!("{PLUGIN}: 1 renewed, 0 failed, 0 skipped, 0 removed")), "{stdout}");
     assert_eq!(google.token_calls(), 2);
     let renewed = node.kubelet_exec(&env);
     assert_ne!(renewed, first, "the kubelet's next exec reads the renewed credential");
@@ -104,9 +104,80 @@ fn one_pass_renews_what_the_kubelets_execs_read_and_says_what_it_skips() {
     node.write_config(&other);
     let (code, stdout, stderr) = node.agent();
     assert_eq!(code, Some(2), "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("{PLUGIN}: 0 renewed, 0 failed, 1 skipped")), "{stdout}");
+    assert!(stdout.contains(&format!("{PLUGIN}: 0 renewed, 0 failed, 1 skipped, 0 removed")), "{stdout}");
     assert!(stderr.contains("skipped gcr.io"), "the plugin says why: {stderr}");
     assert_eq!(google.token_calls(), 2);
+
+    // Once that entry has expired no exec will read it: removed and said, and the pass is clean again.
+    std::thread::sleep(Duration::from_millis(3200));
+    let (code, stdout, stderr) = node.agent();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("{PLUGIN}: 0 renewed, 0 failed, 0 skipped, 1 removed")), "{stdout}");
+    assert!(stderr.contains("removed gcr.io: expired"), "{stderr}");
+    let (code, stdout, _) = node.agent();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(google.token_calls(), 2);
+    let left = Cache::open(&node.path("cache")).expect("cache").all_entries();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A node whose providers are `names`, each a script in the bin dir that
+/// hangs (as a plugin blocked on a cloud that never answers would).
+fn node_with_hanging_plugins(names: &[&str]) -> Node {
+    let node = Node { dir: tempfile::tempdir().expect("node") };
+    std::fs::create_dir_all(node.path("bin")).expect("bin dir");
+    let mut config = String::from("apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n");
+    for name in names {
+        let script = node.path("bin").join(name);
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("mode");
+        config.push_str(&format!(
+            "  - name: {name}\n    matchImages: [\"{name}.example\"]\n    defaultCacheDuration: 10m\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n"
+        ));
+    }
+    std::fs::write(node.path("config.yaml"), config).expect("config");
+    node
+}
+
+fn spawn_agent(node: &Node, extra: &[&str]) -> std::process::Child {
+    Command::new(AGENT)
+        .args(["--image-credential-provider-config", &node.path("config.yaml").display().to_string()])
+        .args(["--image-credential-provider-bin-dir", &node.path("bin").display().to_string()])
+        .args(extra)
+        .env("CREDENTIAL_PROVIDER_CACHE_DIR", node.path("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the agent")
+}
+
+#[test]
+fn sigterm_stops_the_agent_and_its_plugin_within_seconds() {
+    let node = node_with_hanging_plugins(&["first", "second", "third"]);
+    let agent = spawn_agent(&node, &["--every", "5m"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&agent), rustix::process::Signal::TERM)
+        .expect("SIGTERM");
+    let output = agent.wait_with_output().expect("wait");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "the agent took {took:?} to stop");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("first: failed: its refresh was stopped"), "{stdout}");
+    assert!(!stdout.contains("second") && !stdout.contains("third"), "no plugin runs after SIGTERM: {stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stopping: asked to terminate"));
+}
+
+#[test]
+fn a_plugin_that_hangs_is_killed_at_its_deadline() {
+    let node = node_with_hanging_plugins(&["stuck"]);
+    let started = std::time::Instant::now();
+    let output = spawn_agent(&node, &["--plugin-timeout", "2s"]).wait_with_output().expect("wait");
+    let took = started.elapsed();
+    assert!((Duration::from_secs(2)..Duration::from_secs(6)).contains(&took), "{took:?}");
+    assert_eq!(output.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("stuck: failed: its refresh did not finish within 2s; killed"), "{stdout}");
 }
 
 #[test]

@@ -647,3 +647,27 @@ fn eks_pod_identity_is_called_direct_and_ecr_through_the_nodes_proxy() {
     assert!(proxy.requests().iter().all(|r| !r.contains("fd00:ec2")), "{:?}", proxy.requests());
     assert_eq!(aws.signers(), vec!["ASIAFAKEPOD".to_string()]);
 }
+
+#[test]
+fn an_absurd_expiry_from_the_cloud_is_cut_to_a_day() {
+    let aws = FakeAws::start();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    // `"expiresAt": 99999999999`, a date in the year 5138.
+    aws.set_token_lifetime(Duration::from_secs(99_999_999_999 - now));
+    let plugin = plugin(&aws);
+    for _ in 0..2 {
+        // The simulator's reader refuses a cacheDuration a Go duration cannot hold.
+        let response = expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
+        let seconds = response.cache_seconds();
+        assert!((12.0 * 3600.0 - 60.0..=12.0 * 3600.0).contains(&seconds), "{seconds}");
+    }
+    assert_eq!(aws.calls("ecr:GetAuthorizationToken"), 1, "the second exec was a cache hit");
+    let entry = std::fs::read_dir(plugin.cache_dir())
+        .expect("cache")
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .expect("an entry");
+    let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).expect("read")).expect("JSON");
+    let lifetime = entry["expiresAt"].as_u64().expect("expiresAt") - entry["issuedAt"].as_u64().expect("issuedAt");
+    assert_eq!(lifetime, 24 * 3600, "the cached expiry is cut too");
+}
