@@ -305,7 +305,9 @@ pub fn is_on_path(dir: &Path) -> bool {
     let (Some(path), Ok(dir)) = (std::env::var_os("PATH"), fs::canonicalize(dir)) else {
         return false;
     };
-    std::env::split_paths(&path).filter(|entry| !entry.as_os_str().is_empty()).any(|entry| fs::canonicalize(entry).is_ok_and(|entry| entry == dir))
+    std::env::split_paths(&path)
+        .filter(|entry| !entry.as_os_str().is_empty())
+        .any(|entry| fs::canonicalize(entry).is_ok_and(|entry| entry == dir))
 }
 
 /// The first `executable` on `PATH` that may be run, as clients look it up.

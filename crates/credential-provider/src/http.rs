@@ -43,7 +43,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The names the clouds give their metadata services (GCE's, IBM Cloud
 /// VPC's), called direct like the link-local addresses they stand for.
-const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata.goog", "metadata", "api.metadata.cloud.ibm.com"];
+const METADATA_NAMES: &[&str] =
+    &["metadata.google.internal", "metadata.goog", "metadata", "api.metadata.cloud.ibm.com"];
 
 /// The client. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -113,7 +113,11 @@ pub struct PassSummary {
 
 impl std::fmt::Display for PassSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} renewed, {} failed, {} skipped, {} removed", self.renewed, self.failed, self.skipped, self.removed)
+        write!(
+            f,
+            "{} renewed, {} failed, {} skipped, {} removed",
+            self.renewed, self.failed, self.skipped, self.removed
+        )
     }
 }
 

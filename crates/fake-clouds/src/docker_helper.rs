@@ -199,10 +199,11 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     assert_eq!(written["credsStore"], "pass");
     assert_eq!(written["credHelpers"]["existing.example"], "theirs");
     assert!(text.contains("123456789012345678901234567890") && text.contains(r"caf\u00e9"), "{text}");
-    let order: Vec<usize> = ["\"zzz\"", "\"auths\"", "\"big\"", "\"credsStore\"", "\"note\"", "\"credHelpers\"", "existing.example"]
-        .iter()
-        .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
-        .collect();
+    let order: Vec<usize> =
+        ["\"zzz\"", "\"auths\"", "\"big\"", "\"credsStore\"", "\"note\"", "\"credHelpers\"", "existing.example"]
+            .iter()
+            .map(|key| text.find(key).unwrap_or_else(|| panic!("{key} in {text}")))
+            .collect();
     assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "keys keep their order: {text}");
     for host in hosts {
         assert_eq!(written["credHelpers"][host], "mine", "{written}");
@@ -225,7 +226,8 @@ pub fn run_install(plugin: &PluginUnderTest, hosts: &[&str], unserved: &str) {
     let exec = on_path.exec_in(dir.path(), &relative);
     assert_eq!(exec.code, Some(0), "{exec:?}");
     assert!(!exec.stderr.contains("not on PATH"), "{}", exec.stderr);
-    let elsewhere = ["install-docker-helper", "--config", &config_arg, "--helper", "mine", "--bin-dir", "off-path", hosts[0]];
+    let elsewhere =
+        ["install-docker-helper", "--config", &config_arg, "--helper", "mine", "--bin-dir", "off-path", hosts[0]];
     let exec = on_path.exec_in(dir.path(), &elsewhere);
     assert_eq!(exec.code, Some(0), "{exec:?}");
     assert!(exec.stderr.contains("is not on PATH"), "{}", exec.stderr);

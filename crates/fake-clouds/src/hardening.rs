@@ -186,18 +186,22 @@ pub fn planted_links_and_fifos_are_never_followed(subject: &Subject) {
     foreign["password"] = "planted-password-never-answered".into();
     std::fs::write(&planted_entry, foreign.to_string()).expect("plant");
     let planted_lock = outside.path().join("created-through-the-link");
-    let plants: [(&Path, &dyn Fn(&Path)); 4] = [
-        (entry, &|path| std::os::unix::fs::symlink(&planted_entry, path).expect("link")),
-        (entry, &|path| make_fifo(path)),
-        (&lock, &|path| std::os::unix::fs::symlink(&planted_lock, path).expect("link")),
-        (&lock, &|path| make_fifo(path)),
+    // (where, a link to where; or a FIFO)
+    let plants = [
+        (entry.as_path(), Some(&planted_entry)),
+        (entry.as_path(), None),
+        (lock.as_path(), Some(&planted_lock)),
+        (lock.as_path(), None),
     ];
-    for (path, plant) in plants {
+    for (path, link_to) in plants {
         std::fs::remove_file(entry).expect("remove the entry, so the exec renews");
         if path == lock.as_path() {
             std::fs::remove_file(&lock).expect("remove the lock");
         }
-        plant(path);
+        match link_to {
+            Some(target) => std::os::unix::fs::symlink(target, path).expect("link"),
+            None => make_fifo(path),
+        }
         let started = Instant::now();
         let exec = plugin.request(&request);
         let response = expect_accepted(&exec, ApiVersion::V1, subject.image, &(subject.secrets)());

@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::conformance::{Exec, PluginUnderTest, expect_no_secrets};
-use crate::netns::run;
 use crate::docker_helper::{HelperCredential, expect_credential};
+use crate::netns::run;
 
 /// The programs these tests run besides `unshare` and `ip`, and the Debian
 /// package of each (`.ci/run` installs them).

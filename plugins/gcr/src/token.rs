@@ -63,12 +63,18 @@ pub async fn exchange(
         ("subject_token", subject_token.expose()),
         ("subject_token_type", subject_token_type),
     ];
-    let reply = http.send(SERVICE, http.post(url).form(&form)).await?;
+    let hint = format!("does the workload identity provider of audience {audience} trust this token's issuer?");
+    grant(http, SERVICE, url, &form, &hint).await
+}
+
+/// Posts the grant `form` to `url` and reads the token answer. A refusal (an
+/// OAuth 400 included) is a denial, said with `hint`.
+async fn grant(http: &Http, service: &str, url: &str, form: &[(&str, &str)], hint: &str) -> Result<AccessToken, Error> {
+    let reply = http.send(service, http.post(url).form(form)).await?;
     if !reply.is_success() {
-        let hint = format!("does the workload identity provider of audience {audience} trust this token's issuer?");
-        return Err(reply.error(SERVICE).bad_request_as_denial().with_denial_hint(&hint));
+        return Err(reply.error(service).bad_request_as_denial().with_denial_hint(hint));
     }
-    reply.json::<OAuthAnswer>(SERVICE)?.into_token(SERVICE)
+    reply.json::<OAuthAnswer>(service)?.into_token(service)
 }
 
 /// The IAM Credentials URL that makes a token for `email`.
@@ -137,12 +143,8 @@ pub async fn service_account_grant(
     validate_url("the key file's token_uri", token_uri)?;
     let assertion = signed_assertion(token_uri, client_email, private_key, unix_now())?;
     let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.expose())];
-    let reply = http.send(SERVICE, http.post(token_uri).form(&form)).await?;
-    if !reply.is_success() {
-        let hint = format!("is the key of {client_email} still valid (not deleted or disabled)?");
-        return Err(reply.error(SERVICE).bad_request_as_denial().with_denial_hint(&hint));
-    }
-    reply.json::<OAuthAnswer>(SERVICE)?.into_token(SERVICE)
+    let hint = format!("is the key of {client_email} still valid (not deleted or disabled)?");
+    grant(http, SERVICE, token_uri, &form, &hint).await
 }
 
 /// The JWT a service account signs to ask `token_uri` for a cloud-platform
@@ -191,14 +193,16 @@ mod tests {
 
     #[test]
     fn assertions_carry_the_claims_google_reads() {
-        let jwt = signed_assertion("https://oauth2.googleapis.com/token", "sa@p.iam.gserviceaccount.com", &test_key(), 1000)
-            .expect("signed");
+        let jwt =
+            signed_assertion("https://oauth2.googleapis.com/token", "sa@p.iam.gserviceaccount.com", &test_key(), 1000)
+                .expect("signed");
         let claims = credential_provider::jwt::unverified_claims(jwt.expose()).expect("claims");
         assert_eq!(claims["iss"], "sa@p.iam.gserviceaccount.com");
         assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
         assert_eq!(claims["scope"], CLOUD_PLATFORM);
         assert_eq!((claims["iat"].as_u64(), claims["exp"].as_u64()), (Some(1000), Some(4600)));
-        let error = signed_assertion("https://x/token", "sa@p", &Secret::new("not a key".into()), 0).expect_err("no key");
+        let error =
+            signed_assertion("https://x/token", "sa@p", &Secret::new("not a key".into()), 0).expect_err("no key");
         assert!(error.to_string().contains("has no PKCS#8 private_key"), "{error}");
     }
 }

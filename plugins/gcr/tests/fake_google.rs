@@ -638,10 +638,8 @@ fn a_key_files_token_call_goes_through_the_nodes_proxy() {
     let dir = tempfile::tempdir().expect("dir");
     let key = key_file_with_token_uri(&google, dir.path(), "https://oauth2.googleapis.com/token");
     let proxy = fake_clouds::proxy::RecordingProxy::start();
-    let plugin = plugin(&google).with_env([
-        ("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string()),
-        ("HTTPS_PROXY", proxy.url()),
-    ]);
+    let plugin = plugin(&google)
+        .with_env([("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string()), ("HTTPS_PROXY", proxy.url())]);
     let exec = plugin.exec(&[], request(GCR).as_bytes());
     expect_rejected(&exec, &google.secrets());
     assert_eq!(exec.code, Some(2), "the proxy answers 502: {}", exec.stderr);
