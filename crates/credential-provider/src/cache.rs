@@ -31,8 +31,9 @@ use crate::files;
 use crate::secret::Secret;
 
 /// Bumped whenever the entry layout or the key derivation changes; entries of
-/// another version are ignored and replaced.
-pub const FORMAT_VERSION: u32 = 1;
+/// another version are ignored and replaced. 2: keys name each input
+/// (`Plan::cache_key`), never a log label.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Entries are small; anything larger is not ours.
 const MAX_ENTRY_BYTES: u64 = 64 * 1024;
@@ -518,7 +519,7 @@ mod tests {
             String::new(),
             "{".to_string(),
             good[..good.len() / 2].to_string(),
-            good.replace("\"format\":1", "\"format\":999"),
+            good.replace(&format!("\"format\":{FORMAT_VERSION}"), "\"format\":999"),
             good.replace(key.as_str(), "0000"),
             "x".repeat(100_000),
         ] {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::cache::{self, Cache, CacheKey, CachedCredential};
+use crate::cache::{Cache, CacheKey, CachedCredential};
 use crate::error::Error;
 use crate::flow::{self, Credential, Lease, Lookup, Place, Renewal, RenewalFailure};
 use crate::provider::{Plan, Provider};
@@ -14,15 +14,9 @@ use crate::session::Sessions;
 /// The most one fetch from the cloud may take, retries included.
 pub const FETCH_BUDGET: Duration = Duration::from_secs(30);
 
-/// The cache key of a plan: the plugin's inputs, the registry, and the hash of
-/// the service-account token when the credential comes from one.
+/// The cache key of a plan, under the provider's name.
 pub fn key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
-    let mut parts = vec![plan.registry.clone()];
-    parts.extend(plan.key_parts.iter().cloned());
-    if let Some(token) = &plan.service_account_token {
-        parts.push(format!("service-account-token-sha256={}", cache::secret_digest(token)));
-    }
-    CacheKey::derive(P::NAME, &parts)
+    plan.cache_key(P::NAME)
 }
 
 fn place<'a, P: Provider>(plan: &'a Plan<P::Target>, key: &'a CacheKey, image: &'a str) -> Place<'a> {
@@ -47,11 +41,11 @@ pub fn get<P: Provider>(
     let key = key::<P>(plan);
     let place = place::<P>(plan, &key, image);
     let lease = lease_at(provider, cache, plan, &place)?;
-    if !provider.verifies_credentials() {
+    if !plan.is_verified_before_use() {
         return Ok(lease);
     }
     let sessions = Sessions::new(cache, P::NAME);
-    match block_on(provider.verify(plan, &lease.credential, &sessions)) {
+    match block_on(provider.verify(plan, &lease.credential, &sessions))? {
         Err(Error::Denied { service, message, .. }) => {
             // Refused: forget it and get one more, which must pass.
             tracing::info!("{service} refused the credential ({message}); fetching a new one");
@@ -59,7 +53,7 @@ pub fn get<P: Provider>(
                 cache.remove_entry(P::NAME, &key);
             }
             let lease = lease_at(provider, cache, plan, &place)?;
-            block_on(provider.verify(plan, &lease.credential, &sessions))?;
+            block_on(provider.verify(plan, &lease.credential, &sessions))??;
             Ok(lease)
         }
         _ => Ok(lease),
@@ -90,7 +84,7 @@ fn lease_at<P: Provider>(
     match flow::lookup(cache, place) {
         Lookup::Fresh(entry) => Ok(Lease::of_entry(&entry)),
         Lookup::Due(previous) => {
-            block_on(flow::renew_or_fall_back(cache, place, previous, || fetch(provider, cache, plan)))
+            block_on(flow::renew_or_fall_back(cache, place, previous, || fetch(provider, cache, plan)))?
         }
     }
 }
@@ -105,8 +99,11 @@ pub fn renew<P: Provider>(provider: &P, cache: &Cache, entry: &CachedCredential)
         return Err(RenewalError::OtherSettings);
     }
     let place = place::<P>(&plan, &key, &entry.image);
-    block_on(flow::renew(cache, &place, Some(entry.clone()), || fetch(provider, Some(cache), &plan)))
-        .map_err(RenewalError::Failed)
+    let renewal = block_on(flow::renew(cache, &place, Some(entry.clone()), || fetch(provider, Some(cache), &plan)));
+    match renewal {
+        Ok(renewal) => renewal.map_err(RenewalError::Failed),
+        Err(error) => Err(RenewalError::Failed(Box::new(RenewalFailure { error, previous: Some(entry.clone()) }))),
+    }
 }
 
 /// Why `refresh` did not renew an entry.
@@ -144,14 +141,12 @@ async fn fetch<P: Provider>(provider: &P, cache: Option<&Cache>, plan: &Plan<P::
 }
 
 /// Runs a future on a fresh single-threaded runtime: only when the cloud must
-/// be asked (a cache hit never starts one).
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(future),
-        Err(e) => {
-            // Cannot happen short of the process being out of file descriptors.
-            eprintln!("cannot start the async runtime: {e}");
-            std::process::exit(crate::error::EXIT_USAGE)
-        }
-    }
+/// be asked (a cache hit never starts one). Fails only when the process
+/// cannot have one (out of file descriptors, say).
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(future))
 }

@@ -30,7 +30,7 @@ use crate::docker_config::{self, EntryChange, HELPER_PREFIX, LinkChange};
 use crate::error::Error;
 use crate::image::ImageRef;
 use crate::logging;
-use crate::provider::Provider;
+use crate::provider::{Provider, binary_name};
 use crate::secret::Secret;
 
 /// What the protocol answers for a registry the helper has nothing for.
@@ -130,9 +130,11 @@ pub fn serve<P: Provider>(
     cache: impl FnOnce() -> Result<Option<Cache>, Error>,
 ) -> Result<(), Error> {
     let answer = match operation {
-        Operation::Version => {
-            Ok(format!("{invoked_as} ({} of kubelet-credential-providers) {}\n", P::BINARY, env!("CARGO_PKG_VERSION")))
-        }
+        Operation::Version => Ok(format!(
+            "{invoked_as} ({} of kubelet-credential-providers) {}\n",
+            binary_name::<P>(),
+            env!("CARGO_PKG_VERSION")
+        )),
         Operation::Get => {
             read_input().map_err(Failure::from).and_then(|server_url| get(&provider()?, cache()?.as_ref(), &server_url))
         }
@@ -144,7 +146,7 @@ pub fn serve<P: Provider>(
             Err(Failure::Error(Error::Usage(format!(
                 "{} is not supported: {} gets credentials from the cloud's identity and stores none; there is nothing to log in to or out of",
                 if operation == Operation::Store { "store (docker login)" } else { "erase (docker logout)" },
-                P::BINARY
+                binary_name::<P>()
             ))))
         }
     };

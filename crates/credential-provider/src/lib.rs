@@ -60,7 +60,7 @@ pub use error::Error;
 pub use flow::Credential;
 pub use image::ImageRef;
 pub use protocol::ServiceAccount;
-pub use provider::{Plan, Provider, ResponseOverrides};
+pub use provider::{KeyInputs, Plan, Provider, ResponseOverrides};
 pub use runner::run;
 pub use secret::Secret;
 pub use session::{Session, Sessions};

@@ -10,7 +10,7 @@ use crate::secret::{self, ScrubbingStderr};
 
 /// A panic message may quote data (a token, a request): print only where it
 /// happened.
-pub fn install_panic_hook(binary: &'static str) {
+pub fn install_panic_hook(binary: String) {
     std::panic::set_hook(Box::new(move |info| {
         let place = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         eprintln!("{binary}: internal error{place}; please report it");

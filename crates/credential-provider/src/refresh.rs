@@ -21,7 +21,7 @@ use crate::cache::{self, Cache, CachedCredential, Freshness};
 use crate::credentials::{self, RenewalError};
 use crate::error::Error;
 use crate::flow::Renewal;
-use crate::provider::Provider;
+use crate::provider::{Provider, binary_name};
 use crate::secret;
 
 /// How many entries are renewed at once: enough to renew a node's registries
@@ -49,7 +49,7 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
 
 /// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
 pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
-    let last = repeat(P::BINARY, every, |stop| pass(provider, cache, stop));
+    let last = repeat(&binary_name::<P>(), every, |stop| pass(provider, cache, stop));
     match last {
         Some(summary) if !summary.is_clean() => Err(Error::cloud(
             P::NAME,
@@ -190,7 +190,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
             0 => "no credential of this plugin is cached".to_string(),
             n => format!("{n} cached credential(s), none past its refresh point"),
         };
-        eprintln!("{}: {PASS_MARKER}{}]: nothing to renew: {what}", P::BINARY, P::NAME);
+        eprintln!("{}: {PASS_MARKER}{}]: nothing to renew: {what}", binary_name::<P>(), P::NAME);
         return PassSummary::default();
     }
     let queue = Mutex::new(due);
@@ -220,7 +220,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
         }
     });
     let summary = summary.into_inner().unwrap_or_default();
-    eprintln!("{}: {PASS_MARKER}{}]: {summary}", P::BINARY, P::NAME);
+    eprintln!("{}: {PASS_MARKER}{}]: {summary}", binary_name::<P>(), P::NAME);
     summary
 }
 
@@ -232,7 +232,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
         cache.remove_with_lock(path);
         eprintln!(
             "{}: removed {}: expired, and written under settings this refresh does not have, so no exec reads it",
-            P::BINARY,
+            binary_name::<P>(),
             entry.registry
         );
         return EntryOutcome::Removed;
@@ -240,11 +240,20 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
     match result {
         Ok(Renewal::ByAnother(_)) => EntryOutcome::Renewed,
         Ok(Renewal::Fetched(renewed)) => {
-            eprintln!("{}: renewed {} (valid until {})", P::BINARY, entry.registry, format_time(renewed.expires_at));
+            eprintln!(
+                "{}: renewed {} (valid until {})",
+                binary_name::<P>(),
+                entry.registry,
+                format_time(renewed.expires_at)
+            );
             EntryOutcome::Renewed
         }
         Ok(Renewal::AlreadyExpired(_)) => {
-            eprintln!("{}: failed to renew {}: the cloud returned an expired credential", P::BINARY, entry.registry);
+            eprintln!(
+                "{}: failed to renew {}: the cloud returned an expired credential",
+                binary_name::<P>(),
+                entry.registry
+            );
             EntryOutcome::Failed
         }
         Err(RenewalError::OtherSettings) => {
@@ -267,7 +276,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
         Err(RenewalError::Failed(failure)) => {
             eprintln!(
                 "{}: failed to renew {}: {}",
-                P::BINARY,
+                binary_name::<P>(),
                 entry.registry,
                 secret::scrub(&failure.error.to_string()).replace('\n', " ")
             );

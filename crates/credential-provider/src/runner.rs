@@ -31,7 +31,7 @@ use crate::protocol::{
     ApiVersion, AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, RequestError,
     ServiceAccount,
 };
-use crate::provider::{Provider, ResponseOverrides};
+use crate::provider::{Provider, ResponseOverrides, binary_name};
 use crate::secret::Secret;
 use crate::session::Sessions;
 
@@ -118,14 +118,16 @@ enum Command {
 
 /// Runs a plugin and exits the process with its exit code.
 pub fn run<P: Provider>() -> ! {
-    logging::install_panic_hook(P::BINARY);
+    let binary = binary_name::<P>();
+    logging::install_panic_hook(binary.clone());
     let args = docker_helper::args_as_subcommand(std::env::args_os().collect());
-    logging::exit(P::BINARY, run_with_args::<P>(args))
+    logging::exit(&binary, run_with_args::<P>(args))
 }
 
 /// The plugin's command line: the shared flags, the plugin's own, the subcommands.
 fn command<P: Provider>() -> clap::Command {
-    Cli::<P::Args>::command().name(P::BINARY).bin_name(P::BINARY).about(P::ABOUT).version(env!("CARGO_PKG_VERSION"))
+    let binary = binary_name::<P>();
+    Cli::<P::Args>::command().name(binary.clone()).bin_name(binary).about(P::ABOUT).version(env!("CARGO_PKG_VERSION"))
 }
 
 /// The command line with the upstream plugin's spellings made ours: its
@@ -180,7 +182,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
     let Some(cli) = parse::<P>(command, args)? else {
         return Ok(());
     };
-    logging::init(cli.verbose, P::BINARY);
+    logging::init(cli.verbose, &binary_name::<P>());
     // Read before anything else is done, and failed on by each command when
     // it builds the plugin (the docker helper answers such an error on stdout).
     let endpoints = Endpoints::from_env();
@@ -304,13 +306,12 @@ fn response(
 /// every step passed.
 fn check<P: Provider>(provider: &P, cache: Option<&Cache>, image: &str, output: OutputFormat) -> Result<(), Error> {
     let image = ImageRef::parse(image)?;
+    let plan = provider.plan(&image, None)?;
     let sessions = Sessions::new(cache, P::NAME);
-    let report = credentials::block_on(provider.check(&image, &sessions))?;
+    let report = credentials::block_on(provider.check(&plan, &image, &sessions))??;
     // A credential cached before a permission was granted must not outlive
     // the check that shows the change: the next exec fetches.
-    if let Ok(plan) = provider.plan(&image, None) {
-        credentials::forget::<P>(cache, &plan);
-    }
+    credentials::forget::<P>(cache, &plan);
     let text = match output {
         OutputFormat::Table => report.to_table(),
         OutputFormat::Json => report.to_json(),

@@ -153,13 +153,13 @@ pub fn corrupt_entries_are_replaced(subject: &Subject) {
     assert_eq!(entries.len(), 1, "{entries:?}");
     let before = (subject.token_calls)();
     let garbage =
-        ["", "{\"format\":1", "\u{0}\u{1}binary", "{\"format\":99}", "[]", "{\"format\":1,\"plugin\":\"other\"}"];
+        ["", "{\"format\":2", "\u{0}\u{1}binary", "{\"format\":1}", "[]", "{\"format\":2,\"plugin\":\"other\"}"];
     for content in garbage {
         std::fs::write(&entries[0], content).expect("corrupt");
         expect_accepted(&plugin.request(&request), ApiVersion::V1, subject.image, &(subject.secrets)());
         let body = std::fs::read_to_string(&entries[0]).expect("rewritten");
         let parsed: serde_json::Value = serde_json::from_str(&body).expect("a valid entry again");
-        assert_eq!(parsed["format"], 1);
+        assert_eq!(parsed["format"], credential_provider::cache::FORMAT_VERSION);
     }
     assert_eq!((subject.token_calls)(), before + garbage.len());
 }
@@ -276,7 +276,7 @@ pub fn killed_processes_leave_a_usable_cache(subject: &Subject) {
             let body = std::fs::read_to_string(&path).expect("read");
             let parsed: serde_json::Value =
                 serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path:?} is corrupt: {e}"));
-            assert_eq!(parsed["format"], 1, "{path:?}");
+            assert_eq!(parsed["format"], credential_provider::cache::FORMAT_VERSION, "{path:?}");
         }
     }
     let before = (subject.token_calls)();

@@ -17,8 +17,8 @@ use credential_provider::{Error, Secret};
 
 use crate::config::{AzureConfig, Cloud};
 
-/// Who the plugin is to Entra ID for one request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who the plugin is to Entra ID for one request (and as it enters the cache key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum AzureIdentity {
     /// KEP-4412: the request's service-account token as a client assertion
     /// for the application named by the service account's annotations.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use credential_provider::http::Http;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
+    CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::config::AzureConfig;
@@ -67,7 +67,6 @@ pub struct Acr {
 
 impl Provider for Acr {
     const NAME: &'static str = "acr";
-    const BINARY: &'static str = "acr-credential-provider";
     const ABOUT: &'static str = "Kubelet credential provider for Azure Container Registry";
 
     type Args = AcrArgs;
@@ -91,13 +90,12 @@ impl Provider for Acr {
         };
         let (identity, service_account_token) = self.choose_identity(service_account)?;
         tracing::info!("identity: {}", identity.describe());
-        let mut key_parts = vec![
-            format!("login-server={login_server}"),
-            identity.describe(),
-            format!("cloud={}", self.config.cloud.name()),
-        ];
-        key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan { registry: requested, target: AcrTarget { login_server, identity }, key_parts, service_account_token })
+        let key = KeyInputs::new()
+            .with("login-server", login_server.as_str())
+            .with("cloud", self.config.cloud.name())
+            .with_value("identity", &identity)?;
+        let target = AcrTarget { login_server, identity };
+        Ok(Plan::new(image, target, key, &self.endpoints).from_service_account_token(service_account_token))
     }
 
     async fn fetch(&self, plan: &Plan<AcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
@@ -120,8 +118,12 @@ impl Provider for Acr {
         })
     }
 
-    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
-        let plan = self.plan(image, None)?;
+    async fn check(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        _sessions: &Sessions<'_>,
+    ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target).await)
     }
 }

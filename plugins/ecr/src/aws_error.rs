@@ -101,8 +101,15 @@ impl AwsFailure {
     /// The error that ends an exec: the action, what AWS said, and a hint;
     /// the SDK's whole chain goes to `-v`.
     pub fn into_error(self, action: &str) -> credential_provider::Error {
+        let hint = self.hint();
+        self.into_error_with(action, hint)
+    }
+
+    /// [`AwsFailure::into_error`] with the caller's `hint` after what AWS
+    /// said: a refusal stays `Denied`, and the status stays, whatever the hint.
+    pub fn into_error_with(self, action: &str, hint: &str) -> credential_provider::Error {
         tracing::info!("{action} failed: {}", self.chain);
-        let (service, status, message) = (action.to_string(), self.status, format!("{}{}", self.message, self.hint()));
+        let (service, status, message) = (action.to_string(), self.status, format!("{}{hint}", self.message));
         match self.outcome().0 {
             Outcome::Denied => credential_provider::Error::Denied { service, status, message },
             _ => credential_provider::Error::Cloud { service, status, message },
@@ -215,6 +222,22 @@ mod tests {
         assert_eq!(failure(Some("RepositoryPolicyNotFoundException"), Some(400)).outcome().0, Outcome::Allowed);
         assert_eq!(failure(Some("ThrottlingException"), Some(400)).outcome().0, Outcome::Unknown);
         assert_eq!(failure(None, Some(500)).outcome().0, Outcome::Unknown);
+    }
+
+    #[test]
+    fn errors_keep_their_status_and_verdict_whatever_the_hint() {
+        use credential_provider::Error;
+        let sts = "sts:AssumeRoleWithWebIdentity";
+        match failure(Some("AccessDenied"), Some(403)).into_error_with(sts, " (role r: trusted?)") {
+            Error::Denied { service, status, message } => {
+                assert_eq!((service.as_str(), status, message.as_str()), (sts, Some(403), "m (role r: trusted?)"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match failure(Some("ServiceUnavailable"), Some(503)).into_error_with(sts, "") {
+            Error::Cloud { status, .. } => assert_eq!(status, Some(503)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

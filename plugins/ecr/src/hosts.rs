@@ -31,8 +31,8 @@ pub const PUBLIC_REGION: &str = "us-east-1";
 /// What the plugin says when a host is not ECR.
 pub const EXPECTED: &str = "expected <12-digit account>.dkr.ecr.<region>.amazonaws.com (or a FIPS, dual-stack, China, EU or ISO variant), public.ecr.aws or ecr-public.aws.com";
 
-/// An ECR registry, as its host names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An ECR registry, as its host names it (and as it enters the cache key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum EcrRegistry {
     Private { account: String, region: String, fips: bool, dual_stack: bool },
     Public { dual_stack: bool },
@@ -70,16 +70,6 @@ impl EcrRegistry {
         match self {
             EcrRegistry::Private { region, .. } => region,
             EcrRegistry::Public { .. } => PUBLIC_REGION,
-        }
-    }
-
-    /// A stable, non-secret description for cache keys and logs.
-    pub fn describe(&self) -> String {
-        match self {
-            EcrRegistry::Private { account, region, fips, dual_stack } => {
-                format!("private account={account} region={region} fips={fips} dual-stack={dual_stack}")
-            }
-            EcrRegistry::Public { dual_stack } => format!("public dual-stack={dual_stack}"),
         }
     }
 }

@@ -19,7 +19,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use base64::Engine as _;
 use credential_provider::cache::unix_now;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
+    CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::aws_error::AwsFailure;
@@ -71,7 +71,6 @@ pub struct Ecr {
 
 impl Provider for Ecr {
     const NAME: &'static str = "ecr";
-    const BINARY: &'static str = "ecr-credential-provider";
     const ABOUT: &'static str = "Kubelet credential provider for Amazon ECR and ECR Public";
 
     type Args = EcrArgs;
@@ -110,22 +109,18 @@ impl Provider for Ecr {
             tracing::info!(role = %role, "assuming the service account's role with its token");
         }
 
-        let mut key_parts = vec![registry.describe()];
+        let mut key = KeyInputs::new().with_value("registry", &registry)?;
         if let Some(role) = &role_arn {
-            key_parts.push(format!("role={role}"));
+            key = key.with("role", role.as_str());
         }
         for name in IDENTITY_VARIABLES {
             if let Ok(value) = std::env::var(name) {
-                key_parts.push(format!("{name}={value}"));
+                key = key.with(name, value);
             }
         }
-        key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan {
-            registry: image.registry(),
-            service_account_token: role_arn.as_ref().and(token),
-            target: EcrTarget { registry, role_arn },
-            key_parts,
-        })
+        let target = EcrTarget { registry, role_arn };
+        let token = target.role_arn.as_ref().and(token);
+        Ok(Plan::new(image, target, key, &self.endpoints).from_service_account_token(token))
     }
 
     async fn fetch(&self, plan: &Plan<EcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
@@ -174,8 +169,12 @@ impl Provider for Ecr {
         Ok(Credential { username, password, expires_at })
     }
 
-    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
-        let plan = self.plan(image, None)?;
+    async fn check(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        _sessions: &Sessions<'_>,
+    ) -> Result<CheckReport, Error> {
         let sdk = self.sdk_config(plan.target.registry.region()).await?;
         Ok(check::run(self, &sdk, image, &plan.target.registry).await)
     }
@@ -278,14 +277,9 @@ impl Ecr {
             .send()
             .await
             .map_err(|e| {
-                let failure = AwsFailure::from_sdk(&e);
-                Error::cloud(
-                    "sts:AssumeRoleWithWebIdentity",
-                    format!(
-                        "{} (role {role}: does its trust policy accept this cluster's service-account tokens?)",
-                        failure.message
-                    ),
-                )
+                let hint =
+                    format!(" (role {role}: does its trust policy accept this cluster's service-account tokens?)");
+                AwsFailure::from_sdk(&e).into_error_with("sts:AssumeRoleWithWebIdentity", &hint)
             })?;
         let credentials = output
             .credentials()

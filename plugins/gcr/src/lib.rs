@@ -28,8 +28,8 @@ use credential_provider::cache::unix_now;
 use credential_provider::http::Http;
 use credential_provider::protocol::{CacheKeyType, parse_go_duration};
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, ResponseOverrides, Secret, ServiceAccount,
-    Sessions,
+    CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Plan, Provider, ResponseOverrides, Secret,
+    ServiceAccount, Sessions,
 };
 
 use crate::credentials_file::CredentialsFile;
@@ -50,7 +50,7 @@ pub const CACHE_TYPE_VARIABLE: &str = "KUBE_SIDECAR_CACHE_TYPE";
 const DOCKERCFG_LIFETIME: u64 = 600;
 
 /// The upstream plugin's flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum AuthFlow {
     /// An access token (workload identity, credentials file or metadata server).
     Gcr,
@@ -89,7 +89,7 @@ pub struct GcrArgs {
 }
 
 /// Where the STS audience comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Audience {
     /// Given whole with `--audience`.
     Full(String),
@@ -97,8 +97,8 @@ pub enum Audience {
     IdentityNamespace { project: Option<String>, identity_provider: String },
 }
 
-/// How one request gets its token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How one request gets its token (and as it enters the cache key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Identity {
     /// KEP-4412: the request's service-account token at STS.
     WorkloadIdentity { audience: Audience, impersonate: Option<String> },
@@ -154,7 +154,6 @@ pub struct Gcr {
 
 impl Provider for Gcr {
     const NAME: &'static str = "gcr";
-    const BINARY: &'static str = "gcr-credential-provider";
     const ABOUT: &'static str = "Kubelet credential provider for Google Container Registry and Artifact Registry";
     const COMPAT_SUBCOMMANDS: &'static [&'static str] = &["get-credentials"];
 
@@ -173,9 +172,8 @@ impl Provider for Gcr {
         }
         let (identity, service_account_token) = self.choose_identity(image, service_account)?;
         tracing::info!("identity: {}", identity.describe());
-        let mut key_parts = vec![identity.describe(), format!("metadata={}", self.metadata_url)];
-        key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan { registry: image.host.clone(), target: identity, key_parts, service_account_token })
+        let key = KeyInputs::new().with_value("identity", &identity)?.with("metadata", self.metadata_url.as_str());
+        Ok(Plan::new(image, identity, key, &self.endpoints).from_service_account_token(service_account_token))
     }
 
     async fn fetch(&self, plan: &Plan<Identity>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
@@ -187,8 +185,12 @@ impl Provider for Gcr {
         Ok(Credential { username: USERNAME.to_string(), password: token.token, expires_at: token.expires_at })
     }
 
-    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
-        let plan = self.plan(image, None)?;
+    async fn check(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        _sessions: &Sessions<'_>,
+    ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target).await)
     }
 

@@ -16,7 +16,7 @@ pub const VPC_METADATA: &str = "http://169.254.169.254";
 const VPC_VERSION: &str = "2022-03-01";
 
 /// A trusted profile, by one of the ways IAM names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Profile {
     Id(String),
     Name(String),

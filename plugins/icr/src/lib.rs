@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use credential_provider::cache::secret_digest;
 use credential_provider::http::Http;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Plan, Provider, Secret, ServiceAccount, Sessions,
+    CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Plan, Provider, Secret, ServiceAccount, Sessions,
 };
 
 use crate::hosts::IcrRegistry;
@@ -65,14 +65,14 @@ pub struct IcrArgs {
 }
 
 /// Where an API key is kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ApiKeySource {
     Variable,
     File(PathBuf),
 }
 
-/// How one request gets its IAM token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How one request gets its IAM token (and as it enters the cache key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum IbmIdentity {
     /// KEP-4412: the request's service-account token for a trusted profile.
     ServiceAccount(Profile),
@@ -116,7 +116,6 @@ pub struct Icr {
 
 impl Provider for Icr {
     const NAME: &'static str = "icr";
-    const BINARY: &'static str = "icr-credential-provider";
     const ABOUT: &'static str = "Kubelet credential provider for IBM Cloud Container Registry";
 
     type Args = IcrArgs;
@@ -135,13 +134,13 @@ impl Provider for Icr {
         let (identity, service_account_token) = self.choose_identity(service_account)?;
         tracing::info!("identity: {}", identity.describe());
         let iam = self.iam_url(&registry);
-        let mut key_parts = vec![identity.describe(), format!("iam={iam}")];
+        let mut key = KeyInputs::new().with_value("identity", &identity)?.with("iam", iam.as_str());
         if let IbmIdentity::ApiKey(source) = &identity {
             // A rotated key must not be served the old key's token.
-            key_parts.push(format!("api-key-sha256={}", secret_digest(&read_api_key(source)?)));
+            key = key.with("api-key-sha256", secret_digest(&read_api_key(source)?));
         }
-        key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan { registry: image.host.clone(), target: IcrTarget { identity, iam }, key_parts, service_account_token })
+        let target = IcrTarget { identity, iam };
+        Ok(Plan::new(image, target, key, &self.endpoints).from_service_account_token(service_account_token))
     }
 
     async fn fetch(&self, plan: &Plan<IcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
@@ -149,8 +148,12 @@ impl Provider for Icr {
         Ok(Credential { username: USERNAME.to_string(), password: token.token, expires_at: token.expires_at })
     }
 
-    async fn check(&self, image: &ImageRef, _sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
-        let plan = self.plan(image, None)?;
+    async fn check(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        _sessions: &Sessions<'_>,
+    ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target).await)
     }
 }

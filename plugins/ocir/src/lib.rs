@@ -23,7 +23,7 @@ use credential_provider::cache::unix_now;
 use credential_provider::http::Http;
 use credential_provider::registry::Registry;
 use credential_provider::{
-    CheckReport, Credential, Endpoints, Error, ImageRef, Outcome, Plan, Provider, Secret, Sessions,
+    CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Outcome, Plan, Provider, Secret, Sessions,
 };
 use reqwest::Url;
 use serde::Deserialize;
@@ -51,8 +51,8 @@ pub struct OcirArgs {
     pub profile: Option<String>,
 }
 
-/// The principal a request signs as.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The principal a request signs as (and as it enters the cache key).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Principal {
     /// Resource principal v2.2, from the `OCI_RESOURCE_PRINCIPAL_*` variables.
     Resource,
@@ -92,7 +92,6 @@ pub struct Ocir {
 
 impl Provider for Ocir {
     const NAME: &'static str = "ocir";
-    const BINARY: &'static str = "ocir-credential-provider";
     const ABOUT: &'static str = "Kubelet credential provider for Oracle Cloud Infrastructure Registry";
     const COMPAT_SINGLE_DASH_FLAGS: &'static [&'static str] = &["config"];
 
@@ -114,15 +113,16 @@ impl Provider for Ocir {
         }
         let principal = self.choose_principal()?;
         tracing::info!("principal: {}", principal.describe());
-        let mut key_parts = vec![principal.describe(), format!("token-path={}", self.settings.token_path)];
-        key_parts.extend(resource_principal_key_parts());
-        key_parts.extend(self.endpoints.fingerprint());
-        Ok(Plan {
-            registry: image.host.clone(),
-            target: OcirTarget { principal, repository: image.path.clone() },
-            key_parts,
-            service_account_token: None,
-        })
+        let mut key =
+            KeyInputs::new().with_value("principal", &principal)?.with("token-path", self.settings.token_path.as_str());
+        // The resource principal variables that select the identity (never the key itself).
+        for name in ["OCI_RESOURCE_PRINCIPAL_VERSION", "OCI_RESOURCE_PRINCIPAL_REGION"] {
+            if let Ok(value) = std::env::var(name) {
+                key = key.with(name, value);
+            }
+        }
+        let target = OcirTarget { principal, repository: image.path.clone() };
+        Ok(Plan::new(image, target, key, &self.endpoints).verified_before_use(self.settings.validate_tokens))
     }
 
     async fn fetch(&self, plan: &Plan<OcirTarget>, sessions: &Sessions<'_>) -> Result<Credential, Error> {
@@ -143,16 +143,16 @@ impl Provider for Ocir {
         Ok(Credential { username: self.settings.username.clone(), password: token, expires_at })
     }
 
-    async fn check(&self, image: &ImageRef, sessions: &Sessions<'_>) -> Result<CheckReport, Error> {
-        let plan = self.plan(image, None)?;
+    async fn check(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        sessions: &Sessions<'_>,
+    ) -> Result<CheckReport, Error> {
         // A check starts from a fresh federation: a token made before a
         // policy changed must not decide the outcome (or outlive the check).
         sessions.invalidate(FEDERATION_SESSION, &self.federation_parts());
         Ok(check::run(self, image, &plan.target, sessions).await)
-    }
-
-    fn verifies_credentials(&self) -> bool {
-        self.settings.validate_tokens
     }
 
     async fn verify(
@@ -177,14 +177,6 @@ impl Provider for Ocir {
 /// A variable's value, when it is set and not empty.
 fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// The resource principal variables that select the identity (never the key itself).
-fn resource_principal_key_parts() -> Vec<String> {
-    ["OCI_RESOURCE_PRINCIPAL_VERSION", "OCI_RESOURCE_PRINCIPAL_REGION"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| format!("{name}={value}")))
-        .collect()
 }
 
 impl Ocir {
