@@ -124,6 +124,21 @@ pub fn run<P: Provider>() -> ! {
     logging::exit(&binary, run_with_args::<P>(args))
 }
 
+/// Parses the command line of one of the workspace's other tools (the
+/// simulator, the installer, the refresh agent) into `C`, with the plugins'
+/// exit codes: a command-line error exits 1 (clap's own code is 2), and
+/// `--help` or `--version` exits 0 once printed.
+pub fn parse_tool_command_line<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
+    C::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(crate::error::EXIT_USAGE as u8)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    })
+}
+
 /// The plugin's command line: the shared flags, the plugin's own, the subcommands.
 fn command<P: Provider>() -> clap::Command {
     let binary = binary_name::<P>();

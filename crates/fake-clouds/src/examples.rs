@@ -7,24 +7,16 @@ pub fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(relative)
 }
 
-/// The `matchImages` entries of a CredentialProviderConfig file under
-/// `examples/`: the list items under each `matchImages:` key.
+/// The example CredentialProviderConfig `relative` under `examples/`, read
+/// and validated by the kubelet's rules (a test fails on an invalid one).
+pub fn load(relative: &str) -> Vec<kubelet_config::Provider> {
+    kubelet_config::load(&path(relative)).unwrap_or_else(|errors| panic!("{relative} is invalid: {errors:?}"))
+}
+
+/// The `matchImages` entries of every provider of the example config `relative`.
 pub fn match_images(relative: &str) -> Vec<String> {
-    let path = path(relative);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut patterns = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed == "matchImages:" {
-            inside = true;
-        } else if inside && trimmed.starts_with("- ") {
-            patterns.push(trimmed[2..].trim_matches('"').to_string());
-        } else if inside && !trimmed.starts_with('#') {
-            inside = false;
-        }
-    }
-    assert!(!patterns.is_empty(), "{} has no matchImages", path.display());
+    let patterns: Vec<String> = load(relative).into_iter().flat_map(|provider| provider.spec.match_images).collect();
+    assert!(!patterns.is_empty(), "{relative} has no matchImages");
     patterns
 }
 
@@ -40,11 +32,10 @@ pub fn simulate_example(
     args: Option<&[&str]>,
     image: &str,
 ) -> kubelet_simulator::simulate::Simulation {
-    use kubelet_simulator::config::{self, EnvVar};
+    use kubelet_config::EnvVar;
     use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
 
-    let mut providers =
-        config::load(&path(relative)).unwrap_or_else(|errors| panic!("{relative} is invalid: {errors:?}"));
+    let mut providers = load(relative);
     let bin = tempfile::tempdir().expect("bin dir");
     for provider in &mut providers {
         let binary = crate::conformance::binary_under_test(binary.to_path_buf());

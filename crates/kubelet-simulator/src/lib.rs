@@ -2,14 +2,13 @@
 //! (the credential provider config, the plugin bin dir) and an image, it does
 //! what the kubelet does and shows it, for any plugin, ours or upstream's.
 //!
-//! - [`config`]: the config read and validated by the kubelet's rules;
-//! - [`command_line`]: the exit codes of this crate's and the installer's command lines;
+//! The config is read and validated by the kubelet's rules in the
+//! `kubelet-config` crate, which the installer and the refresh agent share.
+//!
 //! - [`wire`]: the request the kubelet writes and its strict reading of answers;
 //! - [`simulate`]: matching, running, reading, and the kubelet's keyring order;
 //! - [`report`]: the result for a person, or as JSON for CI.
 
-pub mod command_line;
-pub mod config;
 pub mod report;
 pub mod simulate;
 pub mod wire;

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use credential_provider::image::ImageRef;
+use kubelet_config as config;
+use kubelet_simulator::report;
 use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
-use kubelet_simulator::{config, report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Output {
@@ -70,7 +71,7 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match kubelet_simulator::command_line::parse::<Cli>() {
+    let cli = match credential_provider::runner::parse_tool_command_line::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
     };

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{ConfigError, Provider};
 use crate::simulate::{ProviderOutcome, Simulation};
+use kubelet_config::{ConfigError, Provider};
 
 /// A config's validation, for a person.
 pub fn config_table(path: &std::path::Path, providers: &[Provider]) -> String {

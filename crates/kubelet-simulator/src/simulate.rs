@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use credential_provider::matching::{RegistryPattern, urls_match};
+use credential_provider::matching::RegistryPattern;
 use serde::Serialize;
 
-use crate::config::Provider;
 use crate::wire::{KubeletRequest, KubeletResponse, decode_response};
+use kubelet_config::Provider;
 
 /// The kubelet's hard limit on one plugin exec.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -195,7 +195,7 @@ fn run_provider(
     timeout: Duration,
 ) -> ProviderOutcome {
     let spec = &provider.spec;
-    if !spec.match_images.iter().any(|pattern| urls_match(pattern, image)) {
+    if !provider.matches(image) {
         return ProviderOutcome::NotMatched;
     }
     // KEP-4412: what the kubelet sends, if anything, about the service account.
@@ -347,7 +347,7 @@ struct Exec {
 fn run(
     binary: &Path,
     args: &[String],
-    env: &[crate::config::EnvVar],
+    env: &[kubelet_config::EnvVar],
     stdin: &str,
     timeout: Duration,
 ) -> Result<Exec, String> {

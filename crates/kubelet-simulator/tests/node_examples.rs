@@ -82,7 +82,7 @@ fn the_plugin_configs_merge_into_one_config_directory() {
         let from = example(&format!("{plugin}/credential-provider-config.yaml"));
         std::fs::copy(&from, dir.path().join(format!("{plugin}.yaml"))).expect("copy");
     }
-    let providers = kubelet_simulator::config::load(dir.path()).expect("a valid directory");
+    let providers = kubelet_config::load(dir.path()).expect("a valid directory");
     let names: Vec<&str> = providers.iter().map(|p| p.spec.name.as_str()).collect();
     assert_eq!(
         names,

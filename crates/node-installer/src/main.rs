@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use credential_provider::files;
-use kubelet_simulator::config;
+use kubelet_config as config;
 
 /// Install the credential provider plugins and their configs on this node.
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ enum InstallError {
 }
 
 fn main() -> ExitCode {
-    let cli = match kubelet_simulator::command_line::parse::<Cli>() {
+    let cli = match credential_provider::runner::parse_tool_command_line::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
     };

@@ -2,7 +2,7 @@
 //! credentials fresh.
 //!
 //! It reads the kubelet's own `--image-credential-provider-config` (with the
-//! simulator's loader: one definition of a valid config) and, for every
+//! `kubelet-config` crate: one definition of a valid config) and, for every
 //! provider, runs `<bin-dir>/<name> <args…> refresh` with the environment the
 //! kubelet gives that exec (this process's own, plus the provider's `env`).
 //! The entries a plugin's `refresh` renews are keyed by its flags and
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use credential_provider::cache::{self, Cache, Freshness};
 use credential_provider::refresh::{self, PASS_MARKER, PassSummary};
-use kubelet_simulator::config::{self, Provider};
+use kubelet_config::{self as config, Provider};
 
 /// Renew the cached credentials of every provider the kubelet is configured with.
 #[derive(Debug, Parser)]
@@ -62,7 +62,7 @@ const NAME: &str = "credential-provider-refresh";
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
-    let cli = match kubelet_simulator::command_line::parse::<Cli>() {
+    let cli = match credential_provider::runner::parse_tool_command_line::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
     };

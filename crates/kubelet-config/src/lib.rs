@@ -1,12 +1,19 @@
 //! The kubelet's `CredentialProviderConfig`: read from a file or, as kubelets
 //! 1.34+ accept, a directory of `*.json`, `*.yaml` and `*.yml` files merged in
 //! lexical order; decoded strictly (an unknown, duplicate or mistyped field is
-//! fatal, as it is to the kubelet) and validated by the kubelet's rules.
+//! fatal, as it is to the kubelet) and validated by the kubelet's rules; and
+//! which provider an image goes to (its `matchImages`, by the kubelet's glob
+//! rules).
+//!
+//! One definition of a valid config for everything that reads one: the
+//! simulator, the node installer (before it installs), the refresh agent
+//! (to run each provider as the kubelet execs it) and the tests.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use credential_provider::matching::urls_match;
 use credential_provider::protocol::{ApiVersion, parse_go_duration};
 use serde::Deserialize;
 
@@ -94,6 +101,14 @@ pub struct Provider {
     pub line: Option<usize>,
     pub api_version: ApiVersion,
     pub default_cache_duration: Duration,
+}
+
+impl Provider {
+    /// Whether the kubelet runs this provider for `image` (a repository as the
+    /// kubelet names it): one of its `matchImages` patterns matches it.
+    pub fn matches(&self, image: &str) -> bool {
+        self.spec.match_images.iter().any(|pattern| urls_match(pattern, image))
+    }
 }
 
 /// Whether the kubelet reads a file of a config directory by its name:
