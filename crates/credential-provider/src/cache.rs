@@ -22,7 +22,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -50,11 +50,6 @@ pub enum CacheError {
     Directory { path: PathBuf, source: io::Error },
     #[error("cache entry {path}: {source}")]
     Entry { path: PathBuf, source: io::Error },
-}
-
-/// Seconds since the Unix epoch, the unit every entry uses.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The default cache directory: the system one for root, else
@@ -171,7 +166,7 @@ impl CachedCredential {
     /// before the refresh point at which an exec would, so that while a
     /// refresh runs that often (every 5 minutes against tokens of an hour or
     /// more, say) every kubelet exec is answered from the cache.
-    pub fn renew_ahead_point(&self) -> u64 {
+    pub fn refresh_ahead_point(&self) -> u64 {
         self.refresh_at.saturating_sub(self.expires_at.saturating_sub(self.issued_at) / 10)
     }
 
@@ -282,7 +277,7 @@ impl Cache {
     }
 
     /// Removes the entry for `key`, if any: the next reader fetches anew.
-    pub fn remove_entry(&self, plugin: &str, key: &CacheKey) {
+    pub fn forget(&self, plugin: &str, key: &CacheKey) {
         let path = self.entry_path(plugin, key);
         // A link is removed too, not followed.
         if fs::symlink_metadata(&path).is_ok() {
@@ -409,6 +404,13 @@ fn is_link_refused(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
+/// The plugin an entry's `plugin` field belongs to: itself for a registry
+/// credential (`ocir`), the part before the dot for a session
+/// (`ocir.federation`).
+pub fn owner_plugin(entry_plugin: &str) -> &str {
+    entry_plugin.split('.').next().unwrap_or(entry_plugin)
+}
+
 /// The file name of the entry `key` of `plugin`.
 fn entry_name(plugin: &str, key: &str) -> String {
     format!("{plugin}-{key}.json")
@@ -458,6 +460,7 @@ pub fn parse_entry(body: &[u8]) -> Option<CachedCredential> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::unix_now;
 
     fn entry(key: &CacheKey, now: u64) -> CachedCredential {
         CachedCredential {
@@ -586,7 +589,7 @@ mod tests {
             expires_at: 2000,
             ..entry(&CacheKey::derive("t", &["x"]), 0)
         };
-        assert_eq!(entry.renew_ahead_point(), 1400);
+        assert_eq!(entry.refresh_ahead_point(), 1400);
         assert_eq!(CachedCredential::refresh_point(1000, 900), 1000);
     }
 }

@@ -21,7 +21,7 @@ pub fn key<P: Provider>(plan: &Plan<P::Target>) -> CacheKey {
 
 fn place<'a, P: Provider>(plan: &'a Plan<P::Target>, key: &'a CacheKey, image: &'a str) -> Place<'a> {
     Place {
-        store: P::NAME,
+        plugin: P::NAME,
         key,
         image,
         label: &plan.registry,
@@ -50,7 +50,7 @@ pub fn get<P: Provider>(
             // Refused: forget it and get one more, which must pass.
             tracing::info!("{service} refused the credential ({message}); fetching a new one");
             if let Some(cache) = cache {
-                cache.remove_entry(P::NAME, &key);
+                cache.forget(P::NAME, &key);
             }
             let lease = lease_at(provider, cache, plan, &place)?;
             block_on(provider.verify(plan, &lease.credential, &sessions))??;
@@ -121,7 +121,7 @@ pub enum RenewalError {
 /// Forgets the cached credential of `plan`: the next get fetches.
 pub fn forget<P: Provider>(cache: Option<&Cache>, plan: &Plan<P::Target>) {
     if let Some(cache) = cache {
-        cache.remove_entry(P::NAME, &key::<P>(plan));
+        cache.forget(P::NAME, &key::<P>(plan));
     }
 }
 

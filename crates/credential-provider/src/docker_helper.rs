@@ -24,14 +24,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cache::{self, Cache, Freshness};
+use crate::cache::{Cache, Freshness};
+use crate::clock;
 use crate::credentials;
 use crate::docker_config::{self, EntryChange, HELPER_PREFIX, LinkChange};
 use crate::error::Error;
 use crate::image::ImageRef;
-use crate::logging;
 use crate::provider::{Provider, binary_name};
 use crate::secret::Secret;
+use crate::stdio;
 
 /// What the protocol answers for a registry the helper has nothing for.
 pub const NOT_FOUND: &str = "credentials not found in native keychain";
@@ -151,13 +152,13 @@ pub fn serve<P: Provider>(
         }
     };
     match answer {
-        Ok(text) => logging::write_stdout(&text),
+        Ok(text) => stdio::write_stdout(&text),
         Err(failure) => {
             let (line, exit_code) = match failure {
                 Failure::NotFound => (NOT_FOUND.to_string(), crate::error::EXIT_USAGE),
-                Failure::Error(error) => (logging::error_line(&error), error.exit_code()),
+                Failure::Error(error) => (stdio::error_line(&error), error.exit_code()),
             };
-            logging::write_stdout(&format!("{line}\n"))?;
+            stdio::write_stdout(&format!("{line}\n"))?;
             Err(Error::AnsweredOnStdout { exit_code })
         }
     }
@@ -189,7 +190,7 @@ fn get<P: Provider>(provider: &P, cache: Option<&Cache>, server_url: &str) -> Re
 /// cache, and its username. Credentials of service-account tokens are a
 /// pod's, not this machine's, and are left out.
 fn list<P: Provider>(cache: Option<&Cache>) -> Result<String, Failure> {
-    let now = cache::unix_now();
+    let now = clock::unix_now();
     let registries: BTreeMap<String, String> = cache
         .map(|cache| cache.entries(P::NAME))
         .unwrap_or_default()
@@ -204,7 +205,7 @@ fn list<P: Provider>(cache: Option<&Cache>) -> Result<String, Failure> {
 
 /// The operation's input: all of stdin, trimmed.
 fn read_input() -> Result<String, Error> {
-    let body = logging::read_stdin(
+    let body = stdio::read_stdin(
         MAX_INPUT_BYTES,
         "no input: the server URL goes on stdin, e.g. echo HOST | docker-credential-NAME get",
     )?;
@@ -245,7 +246,7 @@ pub fn install<P: Provider>(provider: &P, installation: &Installation) -> Result
             Err(error) => tracing::warn!(
                 "{}: as configured here, a pull would fail: {}",
                 image.registry(),
-                logging::error_line(&error)
+                stdio::error_line(&error)
             ),
         }
         registries.push(image.registry());
@@ -295,7 +296,7 @@ pub fn install<P: Provider>(provider: &P, installation: &Installation) -> Result
         };
         report += &format!("{}: credHelpers {registry:?}: {helper:?} ({what})\n", config.display());
     }
-    logging::write_stdout(&report)
+    stdio::write_stdout(&report)
 }
 
 #[cfg(test)]

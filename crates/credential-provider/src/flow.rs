@@ -16,7 +16,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::cache::{self, Cache, CacheKey, CachedCredential, FORMAT_VERSION, Freshness};
+use crate::cache::{Cache, CacheKey, CachedCredential, FORMAT_VERSION, Freshness};
+use crate::clock;
 use crate::error::Error;
 use crate::secret::{self, Secret};
 
@@ -66,8 +67,10 @@ impl Credential {
 /// Where an entry lives and what it records beside its credential.
 #[derive(Clone, Copy, Debug)]
 pub struct Place<'a> {
-    /// The file prefix: the plugin's name, or `<plugin>.<session>`.
-    pub store: &'a str,
+    /// Whose entry it is, as the cache names it (its file prefix and the
+    /// entry's `plugin`): the plugin's name, or `<plugin>.<session>` for a
+    /// session ([`crate::cache::owner_plugin`] reads the plugin back).
+    pub plugin: &'a str,
     pub key: &'a CacheKey,
     /// The image a registry credential was got for (`refresh` plans from it
     /// again); empty for a session.
@@ -91,7 +94,7 @@ pub struct Lease {
 impl Lease {
     /// A cached entry: kept until its refresh point.
     pub fn of_entry(entry: &CachedCredential) -> Lease {
-        let keep_for = Duration::from_secs(entry.refresh_at.saturating_sub(cache::unix_now()));
+        let keep_for = Duration::from_secs(entry.refresh_at.saturating_sub(clock::unix_now()));
         Lease { credential: Credential::of_entry(entry), keep_for }
     }
 }
@@ -108,10 +111,10 @@ pub enum Lookup {
 
 /// Step 1: reads the entry at `place`, without a lock.
 pub fn lookup(cache: Option<&Cache>, place: &Place) -> Lookup {
-    let Some(entry) = cache.and_then(|cache| cache.read(place.store, place.key)) else {
+    let Some(entry) = cache.and_then(|cache| cache.read(place.plugin, place.key)) else {
         return Lookup::Due(None);
     };
-    if entry.freshness(cache::unix_now()) == Freshness::Fresh {
+    if entry.freshness(clock::unix_now()) == Freshness::Fresh {
         tracing::info!(entry = place.label, "answered from the cache");
         Lookup::Fresh(entry)
     } else {
@@ -151,7 +154,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Credential, Error>>,
 {
-    let _lock = match cache.lock(place.store, place.key, LOCK_WAIT) {
+    let _lock = match cache.lock(place.plugin, place.key, LOCK_WAIT) {
         Ok(lock) => {
             if lock.is_none() {
                 tracing::warn!(
@@ -169,9 +172,9 @@ where
     };
     // Renewed by another process while this one waited: an entry issued after
     // the one this renewal was decided on, and fresh.
-    let current = cache.read(place.store, place.key);
+    let current = cache.read(place.plugin, place.key);
     let renewed_meanwhile = current.as_ref().filter(|entry| {
-        entry.freshness(cache::unix_now()) == Freshness::Fresh
+        entry.freshness(clock::unix_now()) == Freshness::Fresh
             && previous.as_ref().is_none_or(|seen| entry.issued_at > seen.issued_at)
     });
     if let Some(entry) = renewed_meanwhile {
@@ -179,7 +182,7 @@ where
         return Ok(Renewal::ByAnother(entry.clone()));
     }
     let previous = current.or(previous);
-    let now = cache::unix_now();
+    let now = clock::unix_now();
     let credential = match fetch().await {
         Ok(credential) => credential.bounded(now, place.label),
         Err(error) => return Err(Box::new(RenewalFailure { error, previous })),
@@ -194,7 +197,7 @@ where
     }
     let entry = CachedCredential {
         format: FORMAT_VERSION,
-        plugin: place.store.to_string(),
+        plugin: place.plugin.to_string(),
         key: place.key.as_str().to_string(),
         image: place.image.to_string(),
         registry: place.label.to_string(),
@@ -226,7 +229,7 @@ where
     Fut: Future<Output = Result<Credential, Error>>,
 {
     let Some(cache) = cache else {
-        let now = cache::unix_now();
+        let now = clock::unix_now();
         let credential = fetch().await?.bounded(now, place.label);
         let keep_for = Duration::from_secs(CachedCredential::refresh_point(now, credential.expires_at) - now);
         return Ok(Lease { credential, keep_for });
@@ -253,7 +256,7 @@ where
 /// Step 3: stale-if-error. A stale entry is served, for [`STALE_KEEP`] at
 /// most, with a warning; an expired or missing one leaves the error.
 fn fall_back(place: &Place, failure: RenewalFailure) -> Result<Lease, Error> {
-    let now = cache::unix_now();
+    let now = clock::unix_now();
     let Some(entry) = failure.previous.filter(|e| e.freshness(now) == Freshness::Stale) else {
         return Err(failure.error);
     };
@@ -274,12 +277,12 @@ mod tests {
         Credential {
             username: "u".into(),
             password: Secret::new(password.to_string()),
-            expires_at: cache::unix_now() + lifetime,
+            expires_at: clock::unix_now() + lifetime,
         }
     }
 
     fn place(key: &CacheKey) -> Place<'_> {
-        Place { store: "test", key, image: "r.example/a", label: "r.example", needs_service_account_token: false }
+        Place { plugin: "test", key, image: "r.example/a", label: "r.example", needs_service_account_token: false }
     }
 
     fn refused() -> Error {
@@ -290,7 +293,7 @@ mod tests {
     /// with a `lifetime`.
     fn age_entry(cache: &Cache, key: &CacheKey, age: u64, lifetime: u64) {
         let mut entry = cache.read("test", key).expect("entry");
-        let now = cache::unix_now();
+        let now = clock::unix_now();
         entry.issued_at = now - age;
         entry.expires_at = entry.issued_at + lifetime;
         entry.refresh_at = CachedCredential::refresh_point(entry.issued_at, entry.expires_at);

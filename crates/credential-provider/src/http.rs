@@ -24,6 +24,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::clock;
 use crate::error::Error;
 use crate::secret;
 
@@ -258,15 +259,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn backoff(attempt: u32) -> Duration {
     let full =
         Duration::from_millis(250).saturating_mul(1 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(4));
-    full.mul_f64(0.5 + random_fraction() / 2.0)
-}
-
-/// A number in [0, 1) that differs between processes and calls: enough to
-/// spread retries and refresh loops, not for anything secret.
-pub fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    (random >> 11) as f64 / (1u64 << 53) as f64
+    full.mul_f64(0.5 + clock::random_fraction() / 2.0)
 }
 
 /// Whether the node has a CA store for the TLS verifier to read: the node's
@@ -469,7 +462,7 @@ mod tests {
             let full = Duration::from_millis(250 * (1 << (attempt - 1).min(4))).min(Duration::from_secs(4));
             assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
         }
-        let fraction = random_fraction();
+        let fraction = clock::random_fraction();
         assert!((0.0..1.0).contains(&fraction));
     }
 

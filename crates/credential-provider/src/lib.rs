@@ -4,6 +4,7 @@
 //! an identity into a registry credential, and its `check`) and hands it to
 //! [`run`]. Everything else lives here, once:
 //!
+//! - [`clock`]: Unix time as entries count it, and jitter;
 //! - [`secret`]: keeping secrets out of logs and errors;
 //! - [`image`] and [`matching`]: image references and the kubelet's glob rules;
 //! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
@@ -24,7 +25,9 @@
 //! - [`provider`]: the trait a plugin implements;
 //! - [`credentials`]: a provider's registry credentials through the flow;
 //! - [`refresh`]: renewing the cache ahead of the kubelet;
-//! - [`logging`]: the scrubbed logger, the one error line, exit codes;
+//! - [`logging`]: the scrubbed logger;
+//! - [`stdio`]: the one read of stdin, the one write of stdout, the one
+//!   error line and the exit code;
 //! - [`docker_helper`]: the docker credential-helper protocol, from the same
 //!   credentials and cache;
 //! - [`runner`]: the command line and what each command does.
@@ -34,6 +37,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod clock;
 pub mod credentials;
 pub mod docker_config;
 pub mod docker_helper;
@@ -53,6 +57,7 @@ pub mod registry;
 pub mod runner;
 pub mod secret;
 pub mod session;
+pub mod stdio;
 
 pub use check::{CheckReport, CheckStep, Outcome};
 pub use endpoints::Endpoints;

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cache::{self, Cache, CachedCredential, Freshness};
+use crate::cache::{Cache, CachedCredential, Freshness};
+use crate::clock;
 use crate::credentials::{self, RenewalError};
 use crate::error::Error;
 use crate::flow::Renewal;
@@ -158,7 +159,7 @@ enum EntryOutcome {
 /// One pass, ended by one line on stderr that says what it did.
 fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSummary {
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
-    let now = cache::unix_now();
+    let now = clock::unix_now();
     let mut due = Vec::new();
     // The entries still cached once this loop is done with them.
     let mut cached = 0;
@@ -180,7 +181,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
         }
         cached += 1;
         // Ahead of the kubelet's execs, which would renew it at its refresh point.
-        if now >= entry.renew_ahead_point() {
+        if now >= entry.refresh_ahead_point() {
             due.push((path, entry));
         }
     }
@@ -228,7 +229,7 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
 fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &CachedCredential) -> EntryOutcome {
     let result = credentials::renew(provider, cache, entry);
     let not_ours = matches!(result, Err(RenewalError::OtherSettings | RenewalError::Unplanned(_)));
-    if not_ours && entry.freshness(cache::unix_now()) == Freshness::Expired {
+    if not_ours && entry.freshness(clock::unix_now()) == Freshness::Expired {
         cache.remove_with_lock(path);
         eprintln!(
             "{}: removed {}: expired, and written under settings this refresh does not have, so no exec reads it",
@@ -293,7 +294,7 @@ fn format_time(unix: u64) -> String {
 /// not renew in lockstep.
 fn jittered(period: Duration) -> Duration {
     let spread = period.as_secs_f64() * 0.2;
-    let offset = crate::http::random_fraction() * spread - spread / 2.0;
+    let offset = crate::clock::random_fraction() * spread - spread / 2.0;
     Duration::from_secs_f64((period.as_secs_f64() + offset).max(1.0))
 }
 

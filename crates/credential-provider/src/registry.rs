@@ -2,8 +2,10 @@
 //! grants pull on a repository: `GET /v2/` answers 401 with a
 //! `WWW-Authenticate` challenge; the challenge's realm trades the credential
 //! for a token scoped `repository:<path>:pull`; and that token must then list
-//! the repository's tags. Every plugin's `check` ends with it, and ACR's token
-//! exchange starts with its challenge.
+//! the repository's tags. The `check` of GCR, ACR, ICR and OCIR ends with it
+//! (ECR's asks ECR's own API for each pull permission instead), OCIR's
+//! `TOKEN_VALIDATION` proves each answer with it, and ACR's token exchange
+//! starts with its challenge.
 //!
 //! Calls go to `https://<host>`, or where `CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS`
 //! maps the host. A realm on a mapped host follows the mapping; any other realm

@@ -19,6 +19,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cache::{self, Cache};
 use crate::check::{Outcome, OutputFormat};
+use crate::clock;
 use crate::credentials;
 use crate::docker_config;
 use crate::docker_helper;
@@ -34,6 +35,7 @@ use crate::protocol::{
 use crate::provider::{Provider, ResponseOverrides, binary_name};
 use crate::secret::Secret;
 use crate::session::Sessions;
+use crate::stdio;
 
 /// The most a request may weigh; the kubelet's are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -121,7 +123,7 @@ pub fn run<P: Provider>() -> ! {
     let binary = binary_name::<P>();
     logging::install_panic_hook(binary.clone());
     let args = docker_helper::args_as_subcommand(std::env::args_os().collect());
-    logging::exit(&binary, run_with_args::<P>(args))
+    stdio::exit(&binary, run_with_args::<P>(args))
 }
 
 /// Parses the command line of one of the workspace's other tools (the
@@ -240,7 +242,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
                     cli.service_account_token_file.as_deref(),
                     &cli.service_account_annotations,
                 )?,
-                None => decode_request(&logging::read_stdin(
+                None => decode_request(&stdio::read_stdin(
                     MAX_REQUEST_BYTES,
                     "no request: pipe a CredentialProviderRequest to stdin, or pass --image IMAGE",
                 )?)?,
@@ -248,7 +250,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
             let response = respond(&provider, cache.as_ref(), &request)?;
-            logging::write_stdout(&response.encode())
+            stdio::write_stdout(&response.encode())
         }
     }
 }
@@ -304,7 +306,7 @@ fn response(
 ) -> CredentialProviderResponse {
     let Lease { credential, keep_for } = lease;
     let cache_duration = match overrides.cache_duration {
-        Some(chosen) => chosen.min(Duration::from_secs(credential.expires_at.saturating_sub(cache::unix_now()))),
+        Some(chosen) => chosen.min(Duration::from_secs(credential.expires_at.saturating_sub(clock::unix_now()))),
         None => keep_for,
     };
     let mut auth = BTreeMap::new();
@@ -331,7 +333,7 @@ fn check<P: Provider>(provider: &P, cache: Option<&Cache>, image: &str, output: 
         OutputFormat::Table => report.to_table(),
         OutputFormat::Json => report.to_json(),
     };
-    logging::write_stdout(&text)?;
+    stdio::write_stdout(&text)?;
     if report.all_allowed() {
         Ok(())
     } else {

@@ -38,20 +38,20 @@ impl<'a> Sessions<'a> {
     }
 
     fn locate(&self, name: &str, parts: &[String]) -> (String, CacheKey) {
-        let store = format!("{}.{name}", self.plugin);
-        let key = CacheKey::derive(&store, parts);
-        (store, key)
+        let owner = format!("{}.{name}", self.plugin);
+        let key = CacheKey::derive(&owner, parts);
+        (owner, key)
     }
 
     /// The session `name` for `parts`: the cached one while it is fresh (before
     /// half its life), else the one `fetch` makes.
-    pub async fn get_or_fetch<F, Fut>(&self, name: &str, parts: &[String], fetch: F) -> Result<Session, Error>
+    pub async fn get<F, Fut>(&self, name: &str, parts: &[String], fetch: F) -> Result<Session, Error>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Session, Error>>,
     {
-        let (store, key) = self.locate(name, parts);
-        let place = Place { store: &store, key: &key, image: "", label: name, needs_service_account_token: false };
+        let (owner, key) = self.locate(name, parts);
+        let place = Place { plugin: &owner, key: &key, image: "", label: name, needs_service_account_token: false };
         let lease = flow::get(self.cache, &place, || async {
             let session = fetch().await?;
             Ok(Credential { username: String::new(), password: session.secret, expires_at: session.expires_at })
@@ -62,10 +62,10 @@ impl<'a> Sessions<'a> {
 
     /// Forgets the session `name` for `parts`, so that the next exec fetches
     /// one: after the cloud refused what it allowed.
-    pub fn invalidate(&self, name: &str, parts: &[String]) {
+    pub fn forget(&self, name: &str, parts: &[String]) {
         if let Some(cache) = self.cache {
-            let (store, key) = self.locate(name, parts);
-            cache.remove_entry(&store, &key);
+            let (owner, key) = self.locate(name, parts);
+            cache.forget(&owner, &key);
         }
     }
 }
@@ -73,10 +73,10 @@ impl<'a> Sessions<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache;
+    use crate::clock;
 
     fn session(secret: &str, lifetime: u64) -> Session {
-        Session { secret: Secret::new(secret.to_string()), expires_at: cache::unix_now() + lifetime }
+        Session { secret: Secret::new(secret.to_string()), expires_at: clock::unix_now() + lifetime }
     }
 
     #[tokio::test]
@@ -85,23 +85,20 @@ mod tests {
         let cache = Cache::open(&dir.path().join("c")).expect("cache");
         let sessions = Sessions::new(Some(&cache), "test");
         let parts = vec!["a".to_string()];
-        let first =
-            sessions.get_or_fetch("fed", &parts, || async { Ok(session("one-secret", 600)) }).await.expect("first");
+        let first = sessions.get("fed", &parts, || async { Ok(session("one-secret", 600)) }).await.expect("first");
         let second = sessions
-            .get_or_fetch("fed", &parts, || async { Err(Error::Config("must not fetch".into())) })
+            .get("fed", &parts, || async { Err(Error::Config("must not fetch".into())) })
             .await
             .expect("cached");
         assert_eq!(first.secret.expose(), second.secret.expose());
         assert!(cache.entries("test").is_empty(), "sessions are not registry entries");
-        sessions.invalidate("fed", &parts);
-        let third =
-            sessions.get_or_fetch("fed", &parts, || async { Ok(session("two-secret", 600)) }).await.expect("third");
+        sessions.forget("fed", &parts);
+        let third = sessions.get("fed", &parts, || async { Ok(session("two-secret", 600)) }).await.expect("third");
         assert_eq!(third.secret.expose(), "two-secret");
         // An expired session is handed over but never cached.
         let other = vec!["b".to_string()];
-        sessions.get_or_fetch("fed", &other, || async { Ok(session("old-secret", 0)) }).await.expect("expired");
-        let fresh =
-            sessions.get_or_fetch("fed", &other, || async { Ok(session("new-secret", 600)) }).await.expect("new");
+        sessions.get("fed", &other, || async { Ok(session("old-secret", 0)) }).await.expect("expired");
+        let fresh = sessions.get("fed", &other, || async { Ok(session("new-secret", 600)) }).await.expect("new");
         assert_eq!(fresh.secret.expose(), "new-secret");
     }
 }

@@ -217,11 +217,10 @@ fn unclaimed_entries(claimed: &BTreeSet<String>) {
     let Ok(cache) = Cache::open(&dir) else {
         return;
     };
-    let now = cache::unix_now();
+    let now = credential_provider::clock::unix_now();
     for (path, entry) in cache.all_entries() {
         let Some(entry) = entry else { continue };
-        // A session (`ocir.federation`) belongs to its plugin (`ocir`).
-        let plugin = entry.plugin.split('.').next().unwrap_or_default();
+        let plugin = cache::owner_plugin(&entry.plugin);
         if claimed.contains(plugin) {
             continue;
         }

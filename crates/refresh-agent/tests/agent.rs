@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use credential_provider::Secret;
-use credential_provider::cache::{self, Cache, CacheKey, CachedCredential, FORMAT_VERSION};
+use credential_provider::cache::{Cache, CacheKey, CachedCredential, FORMAT_VERSION};
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::FakeGoogle;
 use fake_clouds::conformance::request_json;
@@ -189,7 +189,7 @@ fn entries_no_configured_provider_claims_are_reported_and_deleted_once_expired()
     node.kubelet_exec(&env);
     // Left by a provider removed from the config: one still valid, one expired.
     let cache = Cache::open(&node.path("cache")).expect("cache");
-    let now = cache::unix_now();
+    let now = credential_provider::clock::unix_now();
     let entry = |name: &str, expires_at: u64| {
         let key = CacheKey::derive("ecr", &[name]);
         let entry = CachedCredential {

@@ -1,7 +1,7 @@
 //! `check`: the identity's Entra token, the registry's exchange, and a pull
 //! token for the repository through the core's registry handshake.
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::http::Http;
 use credential_provider::registry::Registry;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};

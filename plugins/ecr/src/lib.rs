@@ -17,7 +17,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use base64::Engine as _;
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::{
     CheckReport, Credential, Endpoints, Error, ImageRef, KeyInputs, Plan, Provider, Secret, ServiceAccount, Sessions,
 };

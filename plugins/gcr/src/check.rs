@@ -2,7 +2,7 @@
 //! the token's scopes cover registries, and whether the registry grants pull
 //! on the repository (the core's registry handshake).
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::registry::prove_pull;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
 

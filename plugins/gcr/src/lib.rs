@@ -24,7 +24,7 @@ pub mod token;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::http::Http;
 use credential_provider::protocol::{CacheKeyType, parse_go_duration};
 use credential_provider::{

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::http::Http;
 use credential_provider::{Endpoints, Error, Secret};
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 //! files), IAM Credentials impersonation, and the OAuth refresh-token grant
 //! of authorized-user files.
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::endpoints::validate_url;
 use credential_provider::http::Http;
 use credential_provider::{Error, Secret};

@@ -1,7 +1,7 @@
 //! IBM Cloud IAM's token endpoint, and the VPC instance identity service that
 //! turns an instance's identity into an IAM token for a trusted profile.
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::http::Http;
 use credential_provider::{Error, Secret};
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! `check`: the principal, the signed token call, and a pull-scope check on
 //! the repository through the core's registry handshake.
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::registry::prove_pull;
 use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Sessions};
 

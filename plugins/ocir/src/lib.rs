@@ -19,7 +19,7 @@ pub mod signer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use credential_provider::cache::unix_now;
+use credential_provider::clock::unix_now;
 use credential_provider::http::Http;
 use credential_provider::registry::Registry;
 use credential_provider::{
@@ -134,7 +134,7 @@ impl Provider for Ocir {
                 // changed must not be reused for its whole life (upstream's
                 // issue #5): the next exec federates afresh.
                 if plan.target.principal == Principal::Instance {
-                    sessions.invalidate(FEDERATION_SESSION, &self.federation_parts());
+                    sessions.forget(FEDERATION_SESSION, &self.federation_parts());
                 }
                 return Err(refused);
             }
@@ -151,7 +151,7 @@ impl Provider for Ocir {
     ) -> Result<CheckReport, Error> {
         // A check starts from a fresh federation: a token made before a
         // policy changed must not decide the outcome (or outlive the check).
-        sessions.invalidate(FEDERATION_SESSION, &self.federation_parts());
+        sessions.forget(FEDERATION_SESSION, &self.federation_parts());
         Ok(check::run(self, image, &plan.target, sessions).await)
     }
 
@@ -166,7 +166,7 @@ impl Provider for Ocir {
         let steps = registry.check_pull(&plan.target.repository, &credential.username, &credential.password).await;
         match steps.iter().find(|step| step.outcome == Outcome::Denied) {
             Some(step) => {
-                sessions.invalidate(FEDERATION_SESSION, &self.federation_parts());
+                sessions.forget(FEDERATION_SESSION, &self.federation_parts());
                 Err(Error::denied(format!("registry {}", plan.registry), format!("{}: {}", step.action, step.detail)))
             }
             None => Ok(()),
@@ -226,7 +226,7 @@ impl Ocir {
             Principal::User { config_file, profile } => user_principal_signer(config_file, profile),
             Principal::Instance => {
                 let session = sessions
-                    .get_or_fetch(FEDERATION_SESSION, &self.federation_parts(), || async {
+                    .get(FEDERATION_SESSION, &self.federation_parts(), || async {
                         tracing::info!("federating the instance principal");
                         let (federated, expires_at) =
                             federation::federate(&Http::new()?, &self.imds(), self.endpoints.get("auth", None)).await?;

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use credential_provider::cache::{Cache, unix_now};
+use credential_provider::cache::Cache;
+use credential_provider::clock::unix_now;
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{PluginUnderTest, request_json, sibling_binaries};
 use fake_clouds::{FakeAws, FakeGoogle, FakeIbm};
