@@ -16,6 +16,7 @@ pub mod ibm;
 pub mod moto;
 pub mod netns;
 pub mod oci;
+pub mod plugins;
 pub mod proxy;
 pub mod real_client;
 pub mod registry;

@@ -391,38 +391,10 @@ fn an_unusable_azure_json_is_a_one_line_error() {
 }
 
 #[test]
-fn hardening_checks() {
+fn a_managed_identity_endpoint_that_never_answers_is_said_with_its_cause() {
     let clouds = Clouds::start();
-    let plugin = clouds.plugin();
-    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
-        plugin: &plugin,
-        image: IMAGE,
-        other_image: "myacr.westeurope.geo.azurecr.io/team/app",
-        lookalikes: &[
-            "x.azurecr.io@evil",
-            "x.azurecr.io.evil.com/app",
-            "evil.com/x.azurecr.io",
-            "myacr.eastus.data.azurecr.io/x",
-        ],
-        secrets: &|| clouds.secrets(),
-        token_calls: &|| clouds.registry.calls("exchange"),
-        set_delay: &|delay| clouds.azure.set_fault(delay.map(Fault::Slow)),
-    });
-}
-
-#[test]
-fn an_unreachable_managed_identity_endpoint_is_said_with_its_cause() {
-    let clouds = Clouds::start();
-    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
-        &clouds.plugin(),
-        IMAGE,
-        &|address| {
-            vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("imds=http://{address},login=http://{address}"))]
-        },
-        "/metadata/identity/oauth2/token",
-        std::time::Duration::from_secs(10),
-    );
     // An endpoint that never answers: the timeout and where, inside the exec's budget.
+    // (One that refuses is checked for every plugin in tests/every_plugin.rs.)
     let silent = fake_clouds::server::SilentServer::start();
     let address = silent.address();
     let started = std::time::Instant::now();
@@ -438,18 +410,6 @@ fn an_unreachable_managed_identity_endpoint_is_said_with_its_cause() {
         exec.stderr
     );
     assert!(exec.stderr.contains("timed out"), "{}", exec.stderr);
-}
-
-#[test]
-fn works_as_a_docker_credential_helper() {
-    let clouds = Clouds::start();
-    let plugin = clouds.plugin();
-    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
-        plugin: &plugin,
-        image: IMAGE,
-        secrets: &|| clouds.secrets(),
-        break_cloud: &|| clouds.azure.set_fault(Some(Fault::Status(403))),
-    });
 }
 
 #[test]

@@ -459,25 +459,6 @@ fn version_and_help_need_no_request() {
 }
 
 #[test]
-fn hardening_checks() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
-        plugin: &plugin,
-        image: PRIVATE,
-        other_image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app",
-        lookalikes: &[
-            "123456789012.dkr.ecr.us-east-1.evil.com/x",
-            "12345.dkr.ecr.us-east-1.amazonaws.com/x",
-            "public.ecr.aws.evil.io/x",
-        ],
-        secrets: &|| aws.secrets(),
-        token_calls: &|| aws.token_calls(),
-        set_delay: &|delay| aws.set_fault(delay.map(Fault::Slow)),
-    });
-}
-
-#[test]
 fn a_role_annotation_that_is_not_an_arn_is_refused() {
     let aws = FakeAws::start();
     let sa = TestServiceAccount {
@@ -587,34 +568,6 @@ fn refresh_says_what_it_skips_and_removes_dead_service_account_entries() {
     std::fs::write(&lock, "").expect("its lock file, as a renewal leaves it");
     kubelet_like.exec(&["refresh"], b"");
     assert!(!entry.exists() && !lock.exists(), "removed with its lock: {:?}", files());
-}
-
-#[test]
-fn works_as_a_docker_credential_helper() {
-    let aws = FakeAws::start();
-    let plugin = plugin(&aws);
-    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
-        plugin: &plugin,
-        image: PRIVATE,
-        secrets: &|| aws.secrets(),
-        break_cloud: &|| aws.set_fault(Some(Fault::Status(403))),
-    });
-}
-
-#[test]
-fn installs_itself_as_a_docker_credential_helper() {
-    let aws = FakeAws::start();
-    let hosts = ["123456789012.dkr.ecr.us-east-1.amazonaws.com", "public.ecr.aws"];
-    fake_clouds::docker_helper::run_install(&plugin(&aws), &hosts, "quay.io");
-}
-
-#[test]
-fn skopeo_and_docker_read_a_manifest_through_the_helper() {
-    if !fake_clouds::real_client::in_private_namespaces("skopeo_and_docker_read_a_manifest_through_the_helper") {
-        return;
-    }
-    let aws = FakeAws::start();
-    fake_clouds::real_client::pull_through_helper(&plugin(&aws), PRIVATE, || aws.secrets());
 }
 
 #[test]

@@ -557,54 +557,6 @@ fn refresh_every_stops_cleanly_on_sigterm() {
     assert!(exec.stderr.contains("stopping"), "{}", exec.stderr);
 }
 
-#[test]
-fn hardening_checks() {
-    let google = FakeGoogle::start();
-    let plugin = plugin(&google);
-    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
-        plugin: &plugin,
-        image: GCR,
-        other_image: ARTIFACT_REGISTRY,
-        lookalikes: &["gcr.io.evil.io/x", "a.b.gcr.io/x", "us-python.pkg.dev/p/r/i", "docker.a.b.rep.pkg.dev/p/r/i"],
-        secrets: &|| google.secrets(),
-        token_calls: &|| google.token_calls(),
-        set_delay: &|delay| google.set_fault(delay.map(Fault::Slow)),
-    });
-}
-
-#[test]
-fn an_unreachable_metadata_server_is_said_with_its_cause() {
-    let google = FakeGoogle::start();
-    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
-        &plugin(&google),
-        GCR,
-        &|address| vec![("GCE_METADATA_HOST".into(), address.to_string())],
-        "/computeMetadata/v1/instance/service-accounts/default/token",
-        std::time::Duration::from_secs(10),
-    );
-}
-
-#[test]
-fn works_as_a_docker_credential_helper() {
-    let google = FakeGoogle::start();
-    let plugin = plugin(&google);
-    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
-        plugin: &plugin,
-        image: GCR,
-        secrets: &|| google.secrets(),
-        break_cloud: &|| google.set_fault(Some(Fault::Status(403))),
-    });
-}
-
-#[test]
-fn skopeo_and_docker_read_a_manifest_through_the_helper() {
-    if !fake_clouds::real_client::in_private_namespaces("skopeo_and_docker_read_a_manifest_through_the_helper") {
-        return;
-    }
-    let google = FakeGoogle::start();
-    fake_clouds::real_client::pull_through_helper(&plugin(&google), ARTIFACT_REGISTRY, || google.secrets());
-}
-
 /// `google`'s key file, with its `token_uri` replaced by `token_uri`.
 fn key_file_with_token_uri(google: &FakeGoogle, dir: &std::path::Path, token_uri: &str) -> std::path::PathBuf {
     let path = google.key_file(dir);

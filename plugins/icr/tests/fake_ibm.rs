@@ -265,35 +265,6 @@ fn thirty_two_processes_on_a_cold_cache_make_one_token_call() {
 }
 
 #[test]
-fn hardening_checks() {
-    let ibm = FakeIbm::start();
-    let plugin = plugin(&ibm);
-    fake_clouds::hardening::check_all(&fake_clouds::hardening::Subject {
-        plugin: &plugin,
-        image: IMAGE,
-        other_image: "de.icr.io/team/app",
-        lookalikes: &["cp.icr.io/cp/app", "icr.io.evil.com/x", "xx.icr.io/x", "registry.mars.bluemix.net/x"],
-        secrets: &|| ibm.secrets(),
-        token_calls: &|| ibm.calls("vpc:iam-token"),
-        set_delay: &|delay| ibm.set_fault(delay.map(Fault::Slow)),
-    });
-}
-
-#[test]
-fn an_unreachable_metadata_service_is_said_with_its_cause() {
-    let ibm = FakeIbm::start();
-    fake_clouds::hardening::unreachable_identity_is_said_with_its_cause(
-        &plugin(&ibm),
-        IMAGE,
-        &|address| {
-            vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("imds=http://{address},iam=http://{address}"))]
-        },
-        "/instance_identity/v1/token",
-        std::time::Duration::from_secs(10),
-    );
-}
-
-#[test]
 fn a_named_file_that_cannot_be_read_fails_instead_of_using_the_instance() {
     let ibm = FakeIbm::start();
     let plugin = plugin(&ibm);
@@ -305,16 +276,4 @@ fn a_named_file_that_cannot_be_read_fails_instead_of_using_the_instance() {
         assert!(exec.stderr.contains(missing), "{args:?}: {}", exec.stderr);
     }
     assert_eq!(ibm.calls("vpc:instance-token"), 0, "never the instance's identity instead");
-}
-
-#[test]
-fn works_as_a_docker_credential_helper() {
-    let ibm = FakeIbm::start();
-    let plugin = plugin(&ibm);
-    fake_clouds::docker_helper::check_all(&fake_clouds::docker_helper::Subject {
-        plugin: &plugin,
-        image: IMAGE,
-        secrets: &|| ibm.secrets(),
-        break_cloud: &|| ibm.set_fault(Some(Fault::Status(403))),
-    });
 }

@@ -1,7 +1,7 @@
 //! The real `credential-provider-refresh` with the real GCR plugin against the
 //! fake Google, from a kubelet config whose provider has args and env.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use credential_provider::protocol::ApiVersion;
 use fake_clouds::FakeGoogle;
 use fake_clouds::conformance::request_json;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_credential-provider-refresh");
+fn agent() -> PathBuf {
+    fake_clouds::plugins::built_binary("credential-provider-refresh")
+}
 const PLUGIN: &str = "gcr-credential-provider";
 const IMAGE: &str = "gcr.io/project/app";
 const ARGS: [&str; 3] = ["get-credentials", "--authFlow", "gcr"];
@@ -25,9 +27,8 @@ impl Node {
     fn new() -> Node {
         let node = Node { dir: tempfile::tempdir().expect("node") };
         std::fs::create_dir_all(node.path("bin")).expect("bin dir");
-        // The plugin as the workspace built it, beside this agent.
-        let built = Path::new(AGENT).with_file_name(PLUGIN);
-        assert!(built.is_file(), "{} is not built: run cargo build --workspace (scripts/test does)", built.display());
+        // The plugin as the workspace built it.
+        let built = fake_clouds::plugins::built_binary(PLUGIN);
         std::os::unix::fs::symlink(&built, node.path("bin").join(PLUGIN)).expect("install the plugin");
         node
     }
@@ -65,7 +66,7 @@ impl Node {
 
     /// One pass of the agent: its exit code and what it printed.
     fn agent(&self) -> (Option<i32>, String, String) {
-        let output = Command::new(AGENT)
+        let output = Command::new(agent())
             .args(["--image-credential-provider-config", &self.path("config.yaml").display().to_string()])
             .args(["--image-credential-provider-bin-dir", &self.path("bin").display().to_string()])
             .env_clear()
@@ -140,7 +141,7 @@ fn node_with_hanging_plugins(names: &[&str]) -> Node {
 }
 
 fn spawn_agent(node: &Node, extra: &[&str]) -> std::process::Child {
-    Command::new(AGENT)
+    Command::new(agent())
         .args(["--image-credential-provider-config", &node.path("config.yaml").display().to_string()])
         .args(["--image-credential-provider-bin-dir", &node.path("bin").display().to_string()])
         .args(extra)

@@ -4,7 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_credential-provider-install");
+fn installer() -> PathBuf {
+    fake_clouds::plugins::built_binary("credential-provider-install")
+}
 
 struct Host {
     dir: tempfile::TempDir,
@@ -24,7 +26,7 @@ impl Host {
     }
 
     fn install(&self) -> (Option<i32>, String, String) {
-        let output = Command::new(BINARY)
+        let output = Command::new(installer())
             .args(["--from-bin", &self.arg("image-bin"), "--from-config", &self.arg("image-config")])
             .args(["--image-credential-provider-bin-dir", &self.arg("host/bin")])
             .args(["--image-credential-provider-config", &self.arg("host/config.d")])
@@ -40,7 +42,7 @@ impl Host {
 }
 
 fn example(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(relative)
+    fake_clouds::examples::path(relative)
 }
 
 fn mode(path: &Path) -> u32 {

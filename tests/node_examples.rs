@@ -2,7 +2,7 @@
 //! the DaemonSet and the systemd units fill the paths the kubelet is told to
 //! use, and the per-plugin configs merge into one config directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use credential_provider::cache::SYSTEM_DIR;
 
@@ -10,7 +10,7 @@ const BIN_DIR: &str = "/etc/kubernetes/image-credential-provider";
 const CONFIG_DIR: &str = "/etc/kubernetes/image-credential-provider-config.d";
 
 fn example(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(relative)
+    fake_clouds::examples::path(relative)
 }
 
 fn read(relative: &str) -> String {
@@ -78,20 +78,15 @@ fn the_systemd_units_run_refresh_against_the_kubelets_cache() {
 #[test]
 fn the_plugin_configs_merge_into_one_config_directory() {
     let dir = tempfile::tempdir().expect("dir");
-    for plugin in ["ecr", "gcr", "acr", "ocir", "icr"] {
-        let from = example(&format!("{plugin}/credential-provider-config.yaml"));
-        std::fs::copy(&from, dir.path().join(format!("{plugin}.yaml"))).expect("copy");
+    let plugins = fake_clouds::plugins::PLUGINS;
+    for row in plugins {
+        let from = example(&format!("{}/credential-provider-config.yaml", row.name));
+        std::fs::copy(&from, dir.path().join(format!("{}.yaml", row.name))).expect("copy");
     }
     let providers = kubelet_config::load(dir.path()).expect("a valid directory");
-    let names: Vec<&str> = providers.iter().map(|p| p.spec.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "acr-credential-provider",
-            "ecr-credential-provider",
-            "gcr-credential-provider",
-            "icr-credential-provider",
-            "ocir-credential-provider"
-        ]
-    );
+    let names: Vec<String> = providers.iter().map(|p| p.spec.name.clone()).collect();
+    // Merged in the lexical order of the files, each plugin under its binary's name.
+    let mut expected: Vec<String> = plugins.iter().map(|row| row.binary_name()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
 }
