@@ -75,3 +75,29 @@ fn the_table_names_every_plugin_of_the_workspace() {
     table.sort();
     assert_eq!(crates, table, "a plugin crate needs its row in fake_clouds::plugins::PLUGINS");
 }
+
+#[test]
+fn klogs_verbosity_flag_is_accepted_as_the_upstream_configs_pass_it() {
+    for_every_plugin(|row, cloud| {
+        let plugin = cloud.plugin(row.binary());
+        let request = fake_clouds::conformance::request_json(
+            credential_provider::protocol::ApiVersion::V1,
+            row.image,
+            None,
+            false,
+        );
+        for (args, logs) in [(&["--v=3"][..], true), (&["--v", "4"], true), (&["--v=0"], false)] {
+            // A fresh cache each time: every exec fetches, which the flow logs at info.
+            let exec = plugin.with_fresh_cache().exec(args, request.as_bytes());
+            let response = fake_clouds::conformance::expect_accepted(
+                &exec,
+                credential_provider::protocol::ApiVersion::V1,
+                row.image,
+                &cloud.secrets(),
+            );
+            assert!(!response.auth.is_empty(), "{args:?}");
+            // --v=3 and more log what the plugin does, as -v does; --v=0 is quiet.
+            assert_eq!(exec.stderr.contains("fetched a new credential"), logs, "{args:?}: {}", exec.stderr);
+        }
+    });
+}

@@ -141,14 +141,18 @@ pub fn serve<P: Provider>(
         }
         Operation::List => cache().map_err(Failure::from).and_then(|cache| list::<P>(cache.as_ref())),
         Operation::Store | Operation::Erase => {
-            // Read what the client sends, so that it sees this answer rather
-            // than a broken pipe; it is a credential, and is dropped unread.
+            // `docker login` and `docker logout` call these; failing them
+            // would fail the login of every CI script that still logs in out
+            // of habit. What the client sends is read, so that it sees this
+            // answer rather than a broken pipe, and dropped: it may be a
+            // credential, and `get` answers from the cloud's identity anyway.
             let _ = read_input();
-            Err(Failure::Error(Error::Usage(format!(
-                "{} is not supported: {} gets credentials from the cloud's identity and stores none; there is nothing to log in to or out of",
+            tracing::info!(
+                "{}: nothing to do: {} gets credentials from the cloud's identity and stores none",
                 if operation == Operation::Store { "store (docker login)" } else { "erase (docker logout)" },
                 binary_name::<P>()
-            ))))
+            );
+            Ok(String::new())
         }
     };
     match answer {

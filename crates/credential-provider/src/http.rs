@@ -181,6 +181,12 @@ pub fn goes_direct(url: &Url) -> bool {
     }
 }
 
+/// Whether `url` is an http(s) URL of a metadata service ([`goes_direct`]):
+/// the one kind of plain-http endpoint a credentials file may name.
+pub fn is_metadata_service(url: &str) -> bool {
+    Url::parse(url).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && goes_direct(&url))
+}
+
 fn is_metadata_address(address: IpAddr) -> bool {
     const AWS_INTERNAL: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0);
     match address {

@@ -71,6 +71,11 @@ struct Cli<A: clap::Args> {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// klog's verbosity (`--v=3`), which kubelet configs written for the upstream Go plugins
+    /// pass: accepted, and read as -v (3 info, 4 debug, 5 and more trace).
+    #[arg(long = "v", value_name = "LEVEL", global = true, hide = true)]
+    klog_verbosity: Option<u8>,
+
     #[command(flatten)]
     plugin: A,
 }
@@ -199,7 +204,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
     let Some(cli) = parse::<P>(command, args)? else {
         return Ok(());
     };
-    logging::init(cli.verbose, &binary_name::<P>());
+    logging::init(cli.verbose.max(klog_as_verbose(cli.klog_verbosity)), &binary_name::<P>());
     // Read before anything else is done, and failed on by each command when
     // it builds the plugin (the docker helper answers such an error on stdout).
     let endpoints = Endpoints::from_env();
@@ -252,6 +257,18 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             let response = respond(&provider, cache.as_ref(), &request)?;
             stdio::write_stdout(&response.encode())
         }
+    }
+}
+
+/// klog's `--v` level as a count of `-v`: its levels 0 to 2 are a Go
+/// program's normal output (warnings here), 3 adds what it is doing (info),
+/// 4 is debugging, and 5 and more trace.
+fn klog_as_verbose(level: Option<u8>) -> u8 {
+    match level.unwrap_or(0) {
+        0..=2 => 0,
+        3 => 1,
+        4 => 2,
+        _ => 3,
     }
 }
 

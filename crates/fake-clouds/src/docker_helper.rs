@@ -89,7 +89,8 @@ pub fn expect_helper_error(exec: &Exec, secrets: &[String]) -> String {
 /// The protocol through `plugin` linked as a helper, for `image` (which it
 /// serves): `version`, `get` under every spelling of the server URL, the
 /// same credential as a kubelet exec from the same cache, `list`, "not
-/// found" for registries it does not serve, and `store`/`erase` refused.
+/// found" for registries it does not serve, and `store`/`erase` taken and
+/// dropped (so that `docker login` still works) without changing what `get` answers.
 /// `secrets` is asked after the runs, so it sees what the fake clouds issued.
 pub fn run_protocol(plugin: &PluginUnderTest, image: &str, secrets: impl Fn() -> Vec<String>) -> HelperCredential {
     let host = image.split('/').next().expect("host").to_string();
@@ -128,12 +129,16 @@ pub fn run_protocol(plugin: &PluginUnderTest, image: &str, secrets: impl Fn() ->
     let line = expect_helper_error(&Helper::link(&misconfigured, "test").exec("get", &host), &secrets());
     assert!(line.contains("CREDENTIAL_PROVIDER_ENDPOINTS"), "{line}");
 
-    let stored = r#"{"ServerURL":"x.example","Username":"u","Secret":"store-secret-0451"}"#;
-    let mut refused_secrets = secrets();
-    refused_secrets.push("store-secret-0451".into());
-    for (operation, input) in [("store", stored), ("erase", host.as_str())] {
-        let line = expect_helper_error(&helper.exec(operation, input), &refused_secrets);
-        assert!(line.contains("not supported"), "{operation}: {line}");
+    // `docker login` and `docker logout` call these: they succeed and change nothing.
+    let stored = format!(r#"{{"ServerURL":"{host}","Username":"u","Secret":"store-secret-0451"}}"#);
+    let mut dropped_secrets = secrets();
+    dropped_secrets.push("store-secret-0451".into());
+    for (operation, input) in [("store", stored.as_str()), ("erase", host.as_str())] {
+        let exec = helper.exec(operation, input);
+        assert_eq!((exec.code, exec.stdout.as_str()), (Some(0), ""), "{operation}: {exec:?}");
+        expect_no_secrets(&exec.stderr, &dropped_secrets);
+        let after = expect_credential(&helper.exec("get", &host), &host, &secrets());
+        assert_eq!((&after.username, &after.secret), (&first.username, &first.secret), "{operation} changed nothing");
     }
     first
 }

@@ -43,10 +43,6 @@ pub struct AcrArgs {
     /// (e.g. mcr.microsoft.com:myacr.azurecr.io): TARGET's credential is returned for SOURCE.
     #[arg(long = "registry-mirror", value_name = "SOURCE:TARGET,...")]
     pub registry_mirror: Option<String>,
-
-    /// klog's verbosity, accepted for compatibility; use -v.
-    #[arg(long = "v", value_name = "LEVEL", hide = true)]
-    pub klog_verbosity: Option<u8>,
 }
 
 /// What one request fetches.

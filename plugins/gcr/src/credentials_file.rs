@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use credential_provider::http::Http;
+use credential_provider::http::{Http, is_metadata_service};
 use credential_provider::{Error, Secret};
 use serde::Deserialize;
 
@@ -150,7 +150,13 @@ impl ExternalAccount {
             std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("cannot read the subject token file {}: {e}", path.display())))?
         } else if let Some(url) = &source.url {
-            credential_provider::endpoints::validate_url("the credential_source url", url)?;
+            // Workload identity federation from another cloud reads the
+            // subject token from that cloud's metadata service, which speaks
+            // plain http (Azure's IMDS, say): the one plain-http host such a
+            // file may name, and the core calls it direct.
+            if !is_metadata_service(url) {
+                credential_provider::endpoints::validate_url("the credential_source url", url)?;
+            }
             let mut request = http.get(url);
             for (name, value) in &source.headers {
                 request = request.header(name, value);

@@ -82,10 +82,6 @@ pub struct GcrArgs {
     /// (//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER).
     #[arg(long, value_name = "AUDIENCE", conflicts_with = "identity_provider")]
     pub audience: Option<String>,
-
-    /// auth-provider-gcp's klog verbosity, accepted for compatibility; use -v.
-    #[arg(long = "v", value_name = "LEVEL", hide = true)]
-    pub klog_verbosity: Option<u8>,
 }
 
 /// Where the STS audience comes from.

@@ -613,3 +613,61 @@ fn an_oversized_token_answer_is_refused_unread() {
     assert!(exec.stderr.contains("larger than 4 MiB"), "{}", exec.stderr);
     assert_eq!(google.calls("oauth:jwt-bearer"), 1, "too large is not retried");
 }
+
+#[test]
+fn an_external_account_may_read_its_subject_token_from_another_clouds_metadata_service() {
+    const TEST: &str = "an_external_account_may_read_its_subject_token_from_another_clouds_metadata_service";
+    if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
+        return;
+    }
+    // Azure's IMDS at its own address, in this test's network namespace only,
+    // answering the managed identity's token as Google's documentation has
+    // an Azure VM's credentials file read it.
+    fake_clouds::netns::add_loopback_address("169.254.169.254/32");
+    let subject = format!("azure-managed-identity-token-{}", nonce());
+    let answer = serde_json::json!({ "access_token": subject, "token_type": "Bearer" });
+    let imds = fake_clouds::FakeServer::start_at(
+        axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let answer = answer.clone();
+            async move {
+                use axum::response::IntoResponse as _;
+                match headers.get("metadata").and_then(|v| v.to_str().ok()) {
+                    Some(value) if value.eq_ignore_ascii_case("true") => axum::Json(answer).into_response(),
+                    _ => axum::http::StatusCode::BAD_REQUEST.into_response(),
+                }
+            }
+        }),
+        "169.254.169.254:80",
+    );
+    let google = FakeGoogle::start();
+    google.trust(POOL_AUDIENCE, &subject);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = google.external_account_file(dir.path(), POOL_AUDIENCE, &dir.path().join("unused"), None);
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    file["credential_source"] = serde_json::json!({
+        "url": "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://iam.googleapis.com/x",
+        "headers": { "Metadata": "True" },
+        "format": { "type": "json", "subject_token_field_name": "access_token" },
+    });
+    std::fs::write(&config, file.to_string()).expect("write");
+    // A proxy in the environment is not asked for the metadata service.
+    let proxy = fake_clouds::proxy::RecordingProxy::start();
+    let plugin = plugin(&google).with_env([
+        ("GOOGLE_APPLICATION_CREDENTIALS", config.display().to_string()),
+        ("HTTP_PROXY", proxy.url()),
+        ("NO_PROXY", "127.0.0.1".to_string()),
+    ]);
+    let exec = plugin.exec(&[], request(GCR).as_bytes());
+    expect_accepted(&exec, ApiVersion::V1, GCR, &[google.secrets(), vec![subject.clone()]].concat());
+    assert_eq!(google.exchanges(), vec![(POOL_AUDIENCE.to_string(), subject)]);
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    drop(imds);
+
+    // Any other plain-http host stays refused.
+    file["credential_source"]["url"] = "http://subject-tokens.example.invalid/token".into();
+    std::fs::write(&config, file.to_string()).expect("write");
+    let exec = plugin.exec(&["--no-cache"], request(GCR).as_bytes());
+    expect_rejected(&exec, &google.secrets());
+    assert!(exec.stderr.contains("plain http"), "{}", exec.stderr);
+}
