@@ -127,6 +127,11 @@ impl PluginUnderTest {
         self.env.push((key.to_string(), value.to_string()));
     }
 
+    /// The environment given on top of `PATH`, `HOME` and the cache directory.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// The cache directory the plugin uses (created on its first run).
     pub fn cache_dir(&self) -> PathBuf {
         self.cache.path().join("cache")

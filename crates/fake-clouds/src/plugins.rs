@@ -184,8 +184,14 @@ impl FakeCloud for FakeIbm {
 }
 
 /// The ACR hosts the fake registry answers for.
-const ACR_HOSTS: &[&str] =
-    &["myacr.azurecr.io", "myacr-abc123.azurecr.io", "myacr.westeurope.geo.azurecr.io", "other.azurecr.us"];
+const ACR_HOSTS: &[&str] = &[
+    "myacr.azurecr.io",
+    "myacr-abc123.azurecr.io",
+    "myacr.westeurope.geo.azurecr.io",
+    "other.azurecr.us",
+    "myacr.azurecr.cn",
+    "myacr.azurecr.de",
+];
 
 /// Entra ID and IMDS, and an ACR that trusts their tokens.
 #[derive(Debug)]
