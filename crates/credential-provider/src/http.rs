@@ -63,6 +63,23 @@ impl Http {
         Ok(Http { proxied: build(Client::builder())?, direct: build(Client::builder().no_proxy())? })
     }
 
+    /// A client for `host` alone, on a private network: it dials `address`
+    /// whatever DNS says of `host`, verifies TLS for `host` against `roots`
+    /// (PEM certificates) and nothing else, and never uses a proxy, which
+    /// could not reach `address`. For AKS's identity bindings, served by the
+    /// cluster's API server under a name of its own.
+    pub fn pinned(host: &str, address: std::net::SocketAddr, roots: &[u8]) -> Result<Http, Error> {
+        let roots = reqwest::Certificate::from_pem_bundle(roots).map_err(|e| {
+            Error::Config(format!("the CA certificates for {host} cannot be read: {}", innermost_cause(&e)))
+        })?;
+        if roots.is_empty() {
+            return Err(Error::Config(format!("no CA certificate for {host}")));
+        }
+        let client =
+            build_with_roots(Client::builder().no_proxy().resolve(host, address).tls_certs_only(roots), false)?;
+        Ok(Http { proxied: client.clone(), direct: client })
+    }
+
     /// A request to `url`, on the connection the proxy rule picks for it.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
         match Url::parse(url) {
@@ -143,7 +160,13 @@ impl Http {
 }
 
 fn build(builder: reqwest::ClientBuilder) -> Result<Client, Error> {
-    let builder = match node_has_ca_store(&openssl_probe::probe()) {
+    build_with_roots(builder, true)
+}
+
+/// [`build`], with the node's (or the built-in) TLS roots unless the builder
+/// was given its own.
+fn build_with_roots(builder: reqwest::ClientBuilder, node_roots: bool) -> Result<Client, Error> {
+    let builder = match !node_roots || node_has_ca_store(&openssl_probe::probe()) {
         true => builder,
         false => {
             tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");

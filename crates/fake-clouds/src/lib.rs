@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod real_client;
 pub mod registry;
 pub mod server;
+pub mod tls;
 
 pub use aws::FakeAws;
 pub use azure::FakeAzure;

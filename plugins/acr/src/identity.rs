@@ -30,6 +30,10 @@ pub enum AzureIdentity {
     /// The VM's managed identity, through IMDS: system assigned, or the user
     /// assigned one named by client id or resource id.
     ManagedIdentity { user_assigned: Option<String> },
+    /// AKS identity bindings: the request's service-account token exchanged
+    /// for the application's token at the cluster's token endpoint
+    /// (`crate::identity_binding`).
+    IdentityBinding { client_id: String, tenant_id: Option<String>, endpoint: String, apiserver: String },
 }
 
 impl AzureIdentity {
@@ -46,6 +50,9 @@ impl AzureIdentity {
             }
             AzureIdentity::ManagedIdentity { user_assigned: Some(id) } => format!("managed identity {id}"),
             AzureIdentity::ManagedIdentity { user_assigned: None } => "system-assigned managed identity".to_string(),
+            AzureIdentity::IdentityBinding { client_id, endpoint, .. } => {
+                format!("service-account token as client {client_id} through the identity binding at {endpoint}")
+            }
         }
     }
 
@@ -55,6 +62,7 @@ impl AzureIdentity {
             AzureIdentity::ServiceAccount { tenant_id, .. }
             | AzureIdentity::FederatedTokenFile { tenant_id, .. }
             | AzureIdentity::ClientSecret { tenant_id, .. } => Some(tenant_id),
+            AzureIdentity::IdentityBinding { tenant_id, .. } => tenant_id.as_deref(),
             AzureIdentity::ManagedIdentity { .. } => None,
         }
     }
@@ -128,6 +136,9 @@ pub async fn entra_token(
             });
             ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions { user_assigned_id, client_options }))
                 .map_err(|e| configuration_error(identity, &e))?
+        }
+        AzureIdentity::IdentityBinding { .. } => {
+            return Err(Error::Config("an identity binding needs --ib-sni-name and the request's token".into()));
         }
     };
     let token = credential

@@ -12,6 +12,7 @@ pub mod config;
 pub mod exchange;
 pub mod hosts;
 pub mod identity;
+pub mod identity_binding;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use credential_provider::{
 
 use crate::config::AzureConfig;
 use crate::identity::AzureIdentity;
+use crate::identity_binding::IdentityBindings;
 use crate::transport::{IMDS_ORIGIN, RoutedTransport};
 
 /// The annotation naming the Entra application a service account pulls as (KEP-4412).
@@ -43,6 +45,29 @@ pub struct AcrArgs {
     /// (e.g. mcr.microsoft.com:myacr.azurecr.io): TARGET's credential is returned for SOURCE.
     #[arg(long = "registry-mirror", value_name = "SOURCE:TARGET,...")]
     pub registry_mirror: Option<String>,
+
+    /// AKS identity bindings: the TLS name of the token endpoint the API server serves
+    /// (no scheme); a service account's token is exchanged there. Needs --ib-apiserver-ip.
+    #[arg(long = "ib-sni-name", value_name = "NAME")]
+    pub ib_sni_name: Option<String>,
+
+    /// AKS identity bindings: the client id of a service account without the
+    /// kubernetes.azure.com/acr-client-id annotation.
+    #[arg(long = "ib-default-client-id", value_name = "ID")]
+    pub ib_default_client_id: Option<String>,
+
+    /// AKS identity bindings: the tenant of a service account without the
+    /// kubernetes.azure.com/acr-tenant-id annotation.
+    #[arg(long = "ib-default-tenant-id", value_name = "ID")]
+    pub ib_default_tenant_id: Option<String>,
+
+    /// AKS identity bindings: the API server's IP address (or a name), where the token endpoint is dialled.
+    #[arg(long = "ib-apiserver-ip", value_name = "ADDRESS")]
+    pub ib_apiserver_ip: Option<String>,
+
+    /// AKS identity bindings: the cluster's CA, which the token endpoint's certificate must chain to.
+    #[arg(long = "ib-ca-file", value_name = "FILE", default_value = identity_binding::CLUSTER_CA_FILE, hide = true)]
+    pub ib_ca_file: PathBuf,
 }
 
 /// What one request fetches.
@@ -59,6 +84,8 @@ pub struct Acr {
     config: AzureConfig,
     endpoints: Endpoints,
     mirrors: BTreeMap<String, String>,
+    /// AKS identity bindings, where the flags set them.
+    bindings: Option<IdentityBindings>,
 }
 
 impl Provider for Acr {
@@ -71,7 +98,14 @@ impl Provider for Acr {
     fn new(args: AcrArgs, endpoints: Endpoints) -> Result<Acr, Error> {
         let config = AzureConfig::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
         let mirrors = parse_mirrors(args.registry_mirror.as_deref().unwrap_or(""))?;
-        Ok(Acr { config, endpoints, mirrors })
+        let bindings = IdentityBindings::from_flags(
+            args.ib_sni_name.as_deref(),
+            args.ib_default_client_id.as_deref(),
+            args.ib_default_tenant_id.as_deref(),
+            args.ib_apiserver_ip.as_deref(),
+            args.ib_ca_file,
+        )?;
+        Ok(Acr { config, endpoints, mirrors, bindings })
     }
 
     fn plan(&self, image: &ImageRef, service_account: Option<&ServiceAccount>) -> Result<Plan<AcrTarget>, Error> {
@@ -97,13 +131,14 @@ impl Provider for Acr {
     async fn fetch(&self, plan: &Plan<AcrTarget>, _sessions: &Sessions<'_>) -> Result<Credential, Error> {
         let http = Http::new()?;
         let target = &plan.target;
-        let entra = identity::entra_token(
-            &target.identity,
-            &self.config,
-            plan.service_account_token.as_ref(),
-            self.transport(&http),
-        )
-        .await?;
+        let entra = match (&target.identity, &self.bindings, &plan.service_account_token) {
+            (AzureIdentity::IdentityBinding { client_id, .. }, Some(bindings), Some(token)) => {
+                bindings.token(client_id, token, self.config.cloud.registry_scope()).await?
+            }
+            (identity, _, token) => {
+                identity::entra_token(identity, &self.config, token.as_ref(), self.transport(&http)).await?
+            }
+        };
         let refresh =
             exchange::exchange(&http, &self.endpoints, &target.login_server, target.identity.tenant_id(), &entra)
                 .await?;
@@ -131,6 +166,30 @@ impl Acr {
         service_account: Option<&ServiceAccount>,
     ) -> Result<(AzureIdentity, Option<Secret>), Error> {
         let config = &self.config;
+        if let Some(sa) = service_account
+            && let Some(token) = &sa.token
+            && let Some(bindings) = &self.bindings
+        {
+            // AKS identity bindings: the service account's application, else the default one.
+            let annotation = |key: &str| sa.annotations.get(key).filter(|v| !v.is_empty());
+            let client_id = annotation(CLIENT_ID_ANNOTATION).or(bindings.default_client_id.as_ref()).ok_or_else(|| {
+                Error::Config(format!(
+                    "the service account has no {CLIENT_ID_ANNOTATION} annotation and no --ib-default-client-id is set (the node's identity is never used for a service account)"
+                ))
+            })?;
+            validate_id(CLIENT_ID_ANNOTATION, client_id)?;
+            let tenant_id = annotation(TENANT_ID_ANNOTATION).or(bindings.default_tenant_id.as_ref());
+            if let Some(tenant_id) = tenant_id {
+                validate_id(TENANT_ID_ANNOTATION, tenant_id)?;
+            }
+            let identity = AzureIdentity::IdentityBinding {
+                client_id: client_id.clone(),
+                tenant_id: tenant_id.cloned(),
+                endpoint: bindings.sni_name.clone(),
+                apiserver: bindings.apiserver.clone(),
+            };
+            return Ok((identity, Some(token.clone())));
+        }
         if let Some(sa) = service_account
             && let Some(token) = &sa.token
         {
@@ -219,7 +278,7 @@ fn parse_mirrors(value: &str) -> Result<BTreeMap<String, String>, Error> {
 }
 
 /// A client or tenant id: a GUID or a domain, nothing that could alter a URL.
-fn validate_id(annotation: &str, id: &str) -> Result<(), Error> {
+pub(crate) fn validate_id(annotation: &str, id: &str) -> Result<(), Error> {
     if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
         Ok(())
     } else {
