@@ -75,8 +75,7 @@ impl Http {
         if roots.is_empty() {
             return Err(Error::Config(format!("no CA certificate for {host}")));
         }
-        let client =
-            build_with_roots(Client::builder().no_proxy().resolve(host, address).tls_certs_only(roots), false)?;
+        let client = build_with_roots(Client::builder().no_proxy().resolve(host, address).tls_certs_only(roots))?;
         Ok(Http { proxied: client.clone(), direct: client })
     }
 
@@ -160,23 +159,38 @@ impl Http {
 }
 
 fn build(builder: reqwest::ClientBuilder) -> Result<Client, Error> {
-    build_with_roots(builder, true)
+    build_with_roots(builder.tls_certs_only(tls_roots().iter().cloned()))
 }
 
-/// [`build`], with the node's (or the built-in) TLS roots unless the builder
-/// was given its own.
-fn build_with_roots(builder: reqwest::ClientBuilder, node_roots: bool) -> Result<Client, Error> {
-    let builder = match !node_roots || node_has_ca_store(&openssl_probe::probe()) {
-        true => builder,
-        false => {
-            tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");
-            builder.tls_certs_only(
-                webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
-            )
+/// The TLS roots every client verifies with, read once per process (a
+/// fetch builds two clients, and a node's store is a few hundred files):
+/// the node's own CA store wherever there is one (`SSL_CERT_FILE`,
+/// `SSL_CERT_DIR`, or a distribution's bundle and directory, read as OpenSSL
+/// reads them), so that an operator's additions and removals hold; else
+/// Mozilla's roots built into the binary (see [`node_has_ca_store`]).
+fn tls_roots() -> &'static [reqwest::Certificate] {
+    static ROOTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let node = match node_has_ca_store(&openssl_probe::probe()) {
+            true => rustls_native_certs::load_native_certs().certs,
+            false => Vec::new(),
+        };
+        let roots: Vec<reqwest::Certificate> =
+            node.iter().filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok()).collect();
+        if !roots.is_empty() {
+            return roots;
         }
-    };
+        tracing::info!("no CA store on this node; verifying TLS with the roots built into the binary");
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+            .collect()
+    })
+}
+
+/// A client from `builder`, which names its TLS roots, with the settings
+/// every call shares.
+fn build_with_roots(builder: reqwest::ClientBuilder) -> Result<Client, Error> {
     builder
         .user_agent(concat!("kubelet-credential-providers/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
