@@ -1,6 +1,5 @@
 //! The suites that are the same for every cloud, run over the plugin table
-//! (`fake_clouds::plugins::PLUGINS`), every plugin at once against its own
-//! fake cloud: hostile input and a hostile node, the docker credential-helper
+//! (`fake_clouds::plugins::PLUGINS`), each plugin against its own fake cloud: hostile input and a hostile node, the docker credential-helper
 //! protocol and its installation, and an identity endpoint that cannot be
 //! reached. What is particular to a cloud stays in `plugins/*/tests`.
 

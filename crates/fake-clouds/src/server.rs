@@ -79,6 +79,31 @@ pub fn oversized_json() -> axum::response::Response {
     (axum::http::StatusCode::OK, [("content-type", "application/json")], body).into_response()
 }
 
+/// Binds `address` and runs `serve` with its listener on a thread and a
+/// runtime of its own, until the returned sender is dropped or sent to (the
+/// receiver `serve` is given). Connections still open are dropped with the
+/// runtime. The address bound, and the sender.
+pub fn serve_at<F, Fut>(address: &str, serve: F) -> (SocketAddr, oneshot::Sender<()>)
+where
+    F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let addr = listener.local_addr().expect("local address");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("server runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            serve(listener, stopped).await;
+        });
+        runtime.shutdown_background();
+    });
+    (addr, shutdown)
+}
+
 /// A running server; it stops when dropped.
 #[derive(Debug)]
 pub struct FakeServer {
@@ -95,25 +120,11 @@ impl FakeServer {
     /// Serves `router` at `address`: a metadata service's own address and
     /// port, inside a test's private network namespace ([`crate::netns`]).
     pub fn start_at(router: Router, address: &str) -> FakeServer {
-        let listener = std::net::TcpListener::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let server = axum::serve(listener, router).with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                });
-                let _ = server.await;
+        let (addr, shutdown) = serve_at(address, |listener, stopped| async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
             });
-            // Connections still open are dropped with the runtime.
-            runtime.shutdown_background();
+            let _ = server.await;
         });
         FakeServer { addr, shutdown: Some(shutdown) }
     }

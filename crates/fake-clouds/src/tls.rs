@@ -3,7 +3,6 @@
 //! name and verify against a CA it is given (AKS's identity bindings).
 
 use std::sync::Arc;
-use std::thread;
 
 use axum::Router;
 use rustls_pki_types::pem::PemObject as _;
@@ -68,35 +67,23 @@ impl TlsServer {
                 .with_single_cert(chain, key)
                 .expect("server certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind(address).unwrap_or_else(|e| panic!("bind {address}: {e}"));
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let (shutdown, mut stopped) = oneshot::channel::<()>();
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                loop {
-                    let accepted = tokio::select! {
-                        accepted = listener.accept() => accepted,
-                        _ = &mut stopped => return,
-                    };
-                    let Ok((stream, _)) = accepted else { continue };
-                    let (acceptor, router) = (acceptor.clone(), router.clone());
-                    tokio::spawn(async move {
-                        // A client that refuses the certificate ends here.
-                        let Ok(stream) = acceptor.accept(stream).await else { return };
-                        let service = hyper_util::service::TowerToHyperService::new(router);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-            runtime.shutdown_background();
+        let (_, shutdown) = crate::server::serve_at(address, |listener, mut stopped| async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = &mut stopped => return,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
         TlsServer { shutdown: Some(shutdown) }
     }
