@@ -119,3 +119,58 @@ fn gke_kube_up() {
     ];
     every_pattern_answers("gke-kube-up.yaml", "gcr", &images, None);
 }
+
+#[test]
+fn aks_linux_with_service_account_image_pull() {
+    const TEST: &str = "aks_linux_with_service_account_image_pull";
+    if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
+        return;
+    }
+    let file = "platforms/aks-linux-service-account.yaml";
+    let providers = load(file);
+    let attributes = providers[0].spec.token_attributes.as_ref().expect("tokenAttributes");
+    assert_eq!(attributes.service_account_token_audience, "api://AKSIdentityBinding");
+    // The cluster's token endpoint at the API server's address (here 127.0.0.2) under
+    // the binding's name, Entra ID's IMDS for the node, and an ACR that trusts both.
+    let binding = fake_clouds::azure::FakeIdentityBinding::start_at("127.0.0.2:443", "test.sni.local");
+    let azure = fake_clouds::FakeAzure::start();
+    let (from_binding, from_imds) = (binding.token_check(), azure.token_check());
+    let registry = fake_clouds::FakeRegistry::start_acr(move |token| from_binding(token) || from_imds(token));
+    let node = tempfile::tempdir().expect("node");
+    let ca_file = node.path().join("ca.crt");
+    std::fs::write(&ca_file, binding.ca_pem()).expect("CA");
+    let mut env = azure.endpoint_env();
+    env.push(("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS".into(), registry.endpoints_for(&["myacr.azurecr.io"])));
+    env.push(("CREDENTIAL_PROVIDER_CACHE_DIR".into(), node.path().join("cache").display().to_string()));
+    // The config's flags, with the test's API server and CA in place of the node's.
+    let args = aks_args(
+        node.path(),
+        &[
+            "--ib-default-client-id=11111111-2222-3333-4444-555555555555",
+            "--ib-default-tenant-id=72f988bf-0000-4000-8000-000000000001",
+            "--ib-sni-name=test.sni.local",
+            "--ib-apiserver-ip=127.0.0.2",
+        ],
+    );
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ca_arg = format!("--ib-ca-file={}", ca_file.display());
+    args.push(&ca_arg);
+    let acr = plugin("acr").binary();
+    let image = "myacr.azurecr.io/team/app";
+
+    // A pod with a service account: its token, through the identity binding.
+    let token = format!("projected-sa-token-{}", fake_clouds::server::nonce());
+    let pod = kubelet_simulator::simulate::ServiceAccountInput {
+        name: Some("team/puller".into()),
+        token: Some(token.clone()),
+        annotations: Default::default(),
+    };
+    let simulation = fake_clouds::examples::simulate_example_as(file, &acr, &env, Some(&args), image, &pod);
+    assert!(simulation.succeeded(), "{simulation:?}");
+    assert_eq!(binding.grants(), [("11111111-2222-3333-4444-555555555555".to_string(), token)]);
+    // A pod without one (requireServiceAccount: false): the node's managed identity.
+    let simulation = simulate_example(file, &acr, &env, Some(&args), image);
+    assert!(simulation.succeeded(), "{simulation:?}");
+    assert_eq!(azure.grants(), [("system".to_string(), "imds".to_string())]);
+    assert_eq!(binding.grants().len(), 1);
+}

@@ -264,3 +264,74 @@ async fn imds(state: &Shared, query: &BTreeMap<String, String>, headers: &Header
     }))
     .into_response()
 }
+
+/// AKS's identity-binding token endpoint, as a cluster's API server serves
+/// it: TLS under the binding's own name with a certificate from a CA made for
+/// the test, answering a client-credentials grant whose client assertion is
+/// the service-account token with an Entra token (a JWT carrying the tenant).
+/// Running until dropped.
+pub struct FakeIdentityBinding {
+    _server: crate::tls::TlsServer,
+    ca: crate::tls::TestCa,
+    /// (client id, client assertion) of each grant.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    issued: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for FakeIdentityBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeIdentityBinding").finish_non_exhaustive()
+    }
+}
+
+impl FakeIdentityBinding {
+    /// The endpoint for `sni_name`, at `address` (port 443, inside a test's
+    /// private network namespace).
+    pub fn start_at(address: &str, sni_name: &str) -> FakeIdentityBinding {
+        let (seen, issued) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let ca = crate::tls::TestCa::new();
+        let (certificate, key) = ca.leaf(sni_name);
+        let (recorded, tokens) = (seen.clone(), issued.clone());
+        let router = Router::new().fallback(move |body: Bytes| {
+            let (recorded, tokens) = (recorded.clone(), tokens.clone());
+            async move {
+                let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+                let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+                let well_formed = field("grant_type") == "client_credentials"
+                    && field("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                    && field("scope") == REGISTRY_SCOPE;
+                if !well_formed {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unexpected grant");
+                }
+                lock(&recorded).push((field("client_id"), field("client_assertion")));
+                let token = fake_jwt(&serde_json::json!({ "tid": TENANT, "exp": unix_now() + 3600 }));
+                lock(&tokens).push(token.clone());
+                axum::Json(serde_json::json!({ "access_token": token, "expires_in": 3600, "token_type": "Bearer" }))
+                    .into_response()
+            }
+        });
+        let server = crate::tls::TlsServer::start(router, address, &certificate, &key);
+        FakeIdentityBinding { _server: server, ca, seen, issued }
+    }
+
+    /// The cluster's CA, PEM: what the plugin must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.certificate_pem
+    }
+
+    /// (client id, client assertion) of each grant, oldest first.
+    pub fn grants(&self) -> Vec<(String, String)> {
+        lock(&self.seen).clone()
+    }
+
+    /// The tokens issued so far (secrets, for the checks on stderr).
+    pub fn issued(&self) -> Vec<String> {
+        lock(&self.issued).clone()
+    }
+
+    /// A check that accepts exactly the tokens issued here (for a fake ACR's exchange).
+    pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + 'static {
+        let issued = self.issued.clone();
+        move |token| lock(&issued).iter().any(|t| t == token)
+    }
+}

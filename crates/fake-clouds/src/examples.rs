@@ -32,8 +32,21 @@ pub fn simulate_example(
     args: Option<&[&str]>,
     image: &str,
 ) -> kubelet_simulator::simulate::Simulation {
+    simulate_example_as(relative, binary, env, args, image, &Default::default())
+}
+
+/// [`simulate_example`] for a pod with `service_account` (KEP-4412: the
+/// kubelet sends its token and annotations as the config's `tokenAttributes` say).
+pub fn simulate_example_as(
+    relative: &str,
+    binary: &Path,
+    env: &[(String, String)],
+    args: Option<&[&str]>,
+    image: &str,
+    service_account: &kubelet_simulator::simulate::ServiceAccountInput,
+) -> kubelet_simulator::simulate::Simulation {
     use kubelet_config::EnvVar;
-    use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
+    use kubelet_simulator::simulate::{EXEC_TIMEOUT, simulate};
 
     let mut providers = load(relative);
     let bin = tempfile::tempdir().expect("bin dir");
@@ -45,7 +58,7 @@ pub fn simulate_example(
             provider.spec.args = args.iter().map(|a| a.to_string()).collect();
         }
     }
-    simulate(&providers, bin.path(), image, &ServiceAccountInput::default(), EXEC_TIMEOUT, false)
+    simulate(&providers, bin.path(), image, service_account, EXEC_TIMEOUT, false)
 }
 
 /// A kubelet config of one provider, as YAML, for the tests and tools that

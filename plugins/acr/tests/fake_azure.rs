@@ -458,57 +458,18 @@ fn an_oversized_identity_answer_is_refused_unread() {
     assert!(exec.stderr.contains("larger than 4 MiB"), "{}", exec.stderr);
 }
 
-/// AKS's identity-binding token endpoint, as the API server serves it: a
-/// client-credentials grant with the service-account token as the client
-/// assertion, answered with an Entra token (a JWT carrying the tenant).
-fn identity_binding_endpoint(
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    issued: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) -> axum::Router {
-    axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let (seen, issued) = (seen.clone(), issued.clone());
-        async move {
-            use axum::response::IntoResponse as _;
-            let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-            let field = |name: &str| form.get(name).cloned().unwrap_or_default();
-            let well_formed = field("grant_type") == "client_credentials"
-                && field("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-                && field("scope") == fake_clouds::azure::REGISTRY_SCOPE;
-            if !well_formed {
-                return (axum::http::StatusCode::BAD_REQUEST, "unexpected grant").into_response();
-            }
-            fake_clouds::server::lock(&seen).push((field("client_id"), field("client_assertion")));
-            let exp = fake_clouds::server::unix_now() + 3600;
-            let token = fake_clouds::server::fake_jwt(&serde_json::json!({ "tid": TENANT, "exp": exp }));
-            fake_clouds::server::lock(&issued).push(token.clone());
-            axum::Json(serde_json::json!({ "access_token": token, "expires_in": 3600, "token_type": "Bearer" }))
-                .into_response()
-        }
-    })
-}
-
 #[test]
 fn aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endpoint() {
     const TEST: &str = "aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endpoint";
     if !fake_clouds::netns::in_private_namespaces(TEST, &[]) {
         return;
     }
-    use std::sync::{Arc, Mutex};
-    let (seen, issued) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::<String>::new())));
     // The API server at 127.0.0.2:443 in this namespace, under the binding's own name.
-    let ca = fake_clouds::tls::TestCa::new();
-    let (certificate, key) = ca.leaf("ib.aks.test");
-    let _endpoint = fake_clouds::tls::TlsServer::start(
-        identity_binding_endpoint(seen.clone(), issued.clone()),
-        "127.0.0.2:443",
-        &certificate,
-        &key,
-    );
-    let trusted = issued.clone();
-    let registry = FakeRegistry::start_acr(move |token| fake_clouds::server::lock(&trusted).iter().any(|t| t == token));
+    let binding = fake_clouds::azure::FakeIdentityBinding::start_at("127.0.0.2:443", "ib.aks.test");
+    let registry = FakeRegistry::start_acr(binding.token_check());
     let node = tempfile::tempdir().expect("node");
     let ca_file = node.path().join("ca.crt");
-    std::fs::write(&ca_file, &ca.certificate_pem).expect("CA");
+    std::fs::write(&ca_file, binding.ca_pem()).expect("CA");
     let proxy = fake_clouds::proxy::RecordingProxy::start();
     let plugin = PluginUnderTest::new(BINARY).with_env([
         ("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", registry.endpoints_for(HOSTS)),
@@ -530,7 +491,7 @@ fn aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endp
         token: Some(token.clone()),
         annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
-    let secrets = || [registry.secrets(), fake_clouds::server::lock(&issued).clone(), vec![token.clone()]].concat();
+    let secrets = || [registry.secrets(), binding.issued(), vec![token.clone()]].concat();
     let run = |flags: &[String], annotations: &[(&str, &str)]| {
         let args: Vec<&str> = flags.iter().map(String::as_str).collect();
         let request = request_json(ApiVersion::V1, IMAGE, Some(&service_account(annotations)), false);
@@ -546,9 +507,9 @@ fn aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endp
         IMAGE,
         &secrets(),
     );
-    let clients: Vec<String> = fake_clouds::server::lock(&seen).iter().map(|(client, _)| client.clone()).collect();
+    let clients: Vec<String> = binding.grants().into_iter().map(|(client, _)| client).collect();
     assert_eq!(clients, [APP, named]);
-    assert!(fake_clouds::server::lock(&seen).iter().all(|(_, assertion)| *assertion == token));
+    assert!(binding.grants().iter().all(|(_, assertion)| *assertion == token));
     assert_eq!(registry.calls("exchange"), 2, "then ACR's exchange, as for any Entra token");
     assert!(proxy.requests().is_empty(), "never through a proxy: {:?}", proxy.requests());
 
@@ -560,11 +521,11 @@ fn aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endp
     // A certificate the cluster's CA did not sign: refused, and the token stays home.
     let other = fake_clouds::tls::TestCa::new();
     std::fs::write(&ca_file, &other.certificate_pem).expect("another CA");
-    let before = fake_clouds::server::lock(&seen).len();
+    let before = binding.grants().len();
     let exec = run(&flags(Some(APP)), &[]);
     expect_rejected(&exec, &secrets());
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
-    assert_eq!(fake_clouds::server::lock(&seen).len(), before);
+    assert_eq!(binding.grants().len(), before);
     // Upstream's rules for the flags.
     let exec = plugin
         .exec(&["--ib-sni-name", "https://ib.aks.test", "--ib-apiserver-ip", "127.0.0.2"], request(IMAGE).as_bytes());
