@@ -80,18 +80,21 @@ fn aks_args(dir: &Path, rest: &[&str]) -> Vec<String> {
     args
 }
 
+/// An image of each ACR cloud's registries, and of MCR (which a network-isolated cluster mirrors).
+const ACR_IMAGES: &[&str] = &[
+    "myacr.azurecr.io/team/app",
+    "myacr.azurecr.cn/team/app",
+    "myacr.azurecr.de/team/app",
+    "other.azurecr.us/team/app",
+    "mcr.microsoft.com/oss/kubernetes/pause",
+];
+
 #[test]
 fn aks_linux() {
     let dir = tempfile::tempdir().expect("dir");
     let args = aks_args(dir.path(), &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let images = [
-        "myacr.azurecr.io/team/app",
-        "myacr.azurecr.cn/team/app",
-        "myacr.azurecr.de/team/app",
-        "other.azurecr.us/team/app",
-    ];
-    every_pattern_answers("aks-linux.yaml", "acr", &images, Some(&args));
+    every_pattern_answers("aks-linux.yaml", "acr", ACR_IMAGES, Some(&args));
 }
 
 #[test]
@@ -99,14 +102,7 @@ fn aks_linux_network_isolated() {
     let dir = tempfile::tempdir().expect("dir");
     let args = aks_args(dir.path(), &["--registry-mirror=mcr.microsoft.com:myacr.azurecr.io"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let images = [
-        "myacr.azurecr.io/team/app",
-        "myacr.azurecr.cn/team/app",
-        "myacr.azurecr.de/team/app",
-        "other.azurecr.us/team/app",
-        "mcr.microsoft.com/oss/kubernetes/pause",
-    ];
-    every_pattern_answers("aks-linux-network-isolated.yaml", "acr", &images, Some(&args));
+    every_pattern_answers("aks-linux-network-isolated.yaml", "acr", ACR_IMAGES, Some(&args));
 }
 
 #[test]

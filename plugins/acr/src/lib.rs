@@ -168,58 +168,48 @@ impl Acr {
         let config = &self.config;
         if let Some(sa) = service_account
             && let Some(token) = &sa.token
-            && let Some(bindings) = &self.bindings
         {
-            // AKS identity bindings: the service account's application, else the default one.
             let annotation = |key: &str| sa.annotations.get(key).filter(|v| !v.is_empty());
-            let client_id = annotation(CLIENT_ID_ANNOTATION).or(bindings.default_client_id.as_ref()).ok_or_else(|| {
-                Error::Config(format!(
-                    "the service account has no {CLIENT_ID_ANNOTATION} annotation and no --ib-default-client-id is set (the node's identity is never used for a service account)"
-                ))
+            let default_client = self.bindings.as_ref().and_then(|b| b.default_client_id.as_ref());
+            // Never the node's identity instead: that would hand every
+            // service account without the annotation the node's rights,
+            // which per-service-account identity exists to prevent.
+            let client_id = annotation(CLIENT_ID_ANNOTATION).or(default_client).ok_or_else(|| {
+                Error::Config(match self.bindings {
+                    Some(_) => format!(
+                        "the service account has no {CLIENT_ID_ANNOTATION} annotation and no --ib-default-client-id is set (the node's identity is never used for a service account)"
+                    ),
+                    None => format!(
+                        "the request carries a service-account token but the service account has no {CLIENT_ID_ANNOTATION} annotation: annotate it with the client id of the application it pulls as (the node's identity is never used for a service account)"
+                    ),
+                })
             })?;
             validate_id(CLIENT_ID_ANNOTATION, client_id)?;
-            let tenant_id = annotation(TENANT_ID_ANNOTATION).or(bindings.default_tenant_id.as_ref());
-            if let Some(tenant_id) = tenant_id {
-                validate_id(TENANT_ID_ANNOTATION, tenant_id)?;
-            }
-            let identity = AzureIdentity::IdentityBinding {
-                client_id: client_id.clone(),
-                tenant_id: tenant_id.cloned(),
-                endpoint: bindings.sni_name.clone(),
-                apiserver: bindings.apiserver.clone(),
+            let identity = match &self.bindings {
+                // AKS identity bindings: the tenant is optional there.
+                Some(bindings) => {
+                    let tenant_id = annotation(TENANT_ID_ANNOTATION).or(bindings.default_tenant_id.as_ref());
+                    if let Some(tenant_id) = tenant_id {
+                        validate_id(TENANT_ID_ANNOTATION, tenant_id)?;
+                    }
+                    AzureIdentity::IdentityBinding {
+                        client_id: client_id.clone(),
+                        tenant_id: tenant_id.cloned(),
+                        endpoint: bindings.sni_name.clone(),
+                        apiserver: bindings.apiserver.clone(),
+                    }
+                }
+                None => {
+                    let tenant_id = annotation(TENANT_ID_ANNOTATION).or(config.tenant_id.as_ref()).ok_or_else(|| {
+                        Error::Config(format!(
+                            "the service account names client {client_id} but no tenant: annotate it with {TENANT_ID_ANNOTATION} or set tenantId in azure.json"
+                        ))
+                    })?;
+                    validate_id(TENANT_ID_ANNOTATION, tenant_id)?;
+                    AzureIdentity::ServiceAccount { tenant_id: tenant_id.clone(), client_id: client_id.clone() }
+                }
             };
             return Ok((identity, Some(token.clone())));
-        }
-        if let Some(sa) = service_account
-            && let Some(token) = &sa.token
-        {
-            match sa.annotations.get(CLIENT_ID_ANNOTATION).filter(|c| !c.is_empty()) {
-                Some(client_id) => {
-                    let tenant_id = sa
-                        .annotations
-                        .get(TENANT_ID_ANNOTATION)
-                        .filter(|t| !t.is_empty())
-                        .or(config.tenant_id.as_ref())
-                        .ok_or_else(|| {
-                            Error::Config(format!(
-                                "the service account names client {client_id} but no tenant: annotate it with {TENANT_ID_ANNOTATION} or set tenantId in azure.json"
-                            ))
-                        })?;
-                    validate_id(CLIENT_ID_ANNOTATION, client_id)?;
-                    validate_id(TENANT_ID_ANNOTATION, tenant_id)?;
-                    let identity =
-                        AzureIdentity::ServiceAccount { tenant_id: tenant_id.clone(), client_id: client_id.clone() };
-                    return Ok((identity, Some(token.clone())));
-                }
-                // Never the node's identity instead: that would hand every
-                // service account without the annotation the node's rights,
-                // which per-service-account identity exists to prevent.
-                None => {
-                    return Err(Error::Config(format!(
-                        "the request carries a service-account token but the service account has no {CLIENT_ID_ANNOTATION} annotation: annotate it with the client id of the application it pulls as (the node's identity is never used for a service account)"
-                    )));
-                }
-            }
         }
         let tenant_and_client = |what: &str| -> Result<(String, String), Error> {
             match (&config.tenant_id, &config.client_id) {
