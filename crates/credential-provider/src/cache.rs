@@ -367,7 +367,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         match open_regular(path, OpenOptions::new().read(true).write(true)) {
             Ok(file) => return Ok(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == io::ErrorKind::InvalidData || is_link_refused(&e) => {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 tracing::warn!(path = %path.display(), "lock file is not a regular file; replacing it");
                 match fs::symlink_metadata(path) {
                     Ok(meta) if meta.is_dir() => fs::remove_dir(path)?,
@@ -386,22 +386,21 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
     Err(io::Error::other("the lock file keeps changing under this process"))
 }
 
-/// Opens `path` with `options`, refusing to follow a symbolic link in its last
-/// component (`ELOOP`) or to block on a FIFO, and refusing anything that is
-/// not a regular file (`InvalidData`).
+/// Opens `path` with `options`, never following a symbolic link in its last
+/// component (`O_NOFOLLOW`) nor blocking on a FIFO. Anything that is not a
+/// regular file, a link included, is `InvalidData`.
 fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     use rustix::fs::OFlags;
     let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
-    let file = options.custom_flags(flags.bits() as i32).open(path)?;
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+    let file = options.custom_flags(flags.bits() as i32).open(path).map_err(|e| {
+        // ELOOP: O_NOFOLLOW's refusal of a link.
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { not_regular() } else { e }
+    })?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+        return Err(not_regular());
     }
     Ok(file)
-}
-
-/// Whether `e` is the refusal of `O_NOFOLLOW` to open a symbolic link.
-fn is_link_refused(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// The plugin an entry's `plugin` field belongs to: itself for a registry
@@ -424,7 +423,7 @@ fn read_entry(path: &Path) -> Option<CachedCredential> {
             return None;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(e) if e.kind() == io::ErrorKind::InvalidData || is_link_refused(&e) => {
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             tracing::warn!(path = %path.display(), "cache entry is not a regular file, replacing it");
             return None;
         }

@@ -270,13 +270,12 @@ impl FakeCloud for OciWithRegistry {
 /// starts processes by the dozen, and the suites time what they start), each
 /// against its own fake cloud, and fails naming every plugin that failed.
 pub fn for_every_plugin(check: impl Fn(&PluginRow, &dyn FakeCloud)) {
-    let failed: Vec<&str> = PLUGINS
-        .iter()
-        .filter(|row| {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(row, (row.start)().as_ref())));
-            run.is_err()
-        })
-        .map(|row| row.name)
-        .collect();
+    let mut failed = Vec::new();
+    for row in PLUGINS {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(row, (row.start)().as_ref())));
+        if run.is_err() {
+            failed.push(row.name);
+        }
+    }
     assert!(failed.is_empty(), "failed for {failed:?} (their panics are printed above)");
 }
