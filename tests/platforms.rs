@@ -80,12 +80,17 @@ fn aks_args(dir: &Path, rest: &[&str]) -> Vec<String> {
     args
 }
 
-/// An image of each ACR cloud's registries, and of MCR (which a network-isolated cluster mirrors).
+/// An image of each ACR cloud's registries, global and geo-replicated
+/// (`name.region.geo.azurecr.*`), and of MCR (which a network-isolated cluster mirrors).
 const ACR_IMAGES: &[&str] = &[
     "myacr.azurecr.io/team/app",
     "myacr.azurecr.cn/team/app",
     "myacr.azurecr.de/team/app",
     "other.azurecr.us/team/app",
+    "myacr.westeurope.geo.azurecr.io/team/app",
+    "myacr.chinanorth3.geo.azurecr.cn/team/app",
+    "myacr.germanywestcentral.geo.azurecr.de/team/app",
+    "other.usgovvirginia.geo.azurecr.us/team/app",
     "mcr.microsoft.com/oss/kubernetes/pause",
 ];
 
@@ -142,9 +147,9 @@ fn aks_linux_with_service_account_image_pull() {
     let args = aks_args(
         node.path(),
         &[
+            "--ib-sni-name=test.sni.local",
             "--ib-default-client-id=11111111-2222-3333-4444-555555555555",
             "--ib-default-tenant-id=72f988bf-0000-4000-8000-000000000001",
-            "--ib-sni-name=test.sni.local",
             "--ib-apiserver-ip=127.0.0.2",
         ],
     );

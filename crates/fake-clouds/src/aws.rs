@@ -41,6 +41,9 @@ struct AwsState {
     signers: Vec<String>,
     /// (role ARN, web identity token) of each AssumeRoleWithWebIdentity.
     assumed: Vec<(String, String)>,
+    /// The `RoleSessionName` of each AssumeRoleWithWebIdentity (a trust
+    /// policy may name it in an `sts:RoleSessionName` condition).
+    session_names: Vec<String>,
     issued_passwords: Vec<String>,
 }
 
@@ -169,6 +172,11 @@ impl FakeAws {
     /// (role, token) of every AssumeRoleWithWebIdentity, oldest first.
     pub fn assumed_roles(&self) -> Vec<(String, String)> {
         self.lock().assumed.clone()
+    }
+
+    /// The `RoleSessionName` of every AssumeRoleWithWebIdentity, oldest first.
+    pub fn role_session_names(&self) -> Vec<String> {
+        self.lock().session_names.clone()
     }
 }
 
@@ -330,6 +338,9 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
             if token.is_empty() || !role.starts_with("arn:aws:iam::") {
                 return sts_error(400, "InvalidIdentityToken", "missing token or role");
             }
+            let Some(session_name) = form.get("RoleSessionName").filter(|name| !name.is_empty()).cloned() else {
+                return sts_error(400, "ValidationError", "1 validation error detected: Value null at 'roleSessionName'");
+            };
             let n = nonce();
             let (key_id, secret, session) = (
                 format!("ASIAFAKEROLE{}", &n[..8].to_uppercase()),
@@ -339,6 +350,7 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
             {
                 let mut s = lock(state);
                 s.assumed.push((role.clone(), token));
+                s.session_names.push(session_name);
                 s.secrets.push(secret.clone());
                 s.secrets.push(session.clone());
             }

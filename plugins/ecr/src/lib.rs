@@ -31,6 +31,11 @@ pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/ecr-role-arn";
 /// The variable naming a role for every service account without the annotation.
 pub const ROLE_VARIABLE: &str = "AWS_ECR_ROLE_ARN";
 
+/// The `RoleSessionName` of a service account's role session, upstream's, so
+/// that CloudTrail and a trust policy's `sts:RoleSessionName` condition see
+/// the same name whichever plugin the node runs.
+pub const ROLE_SESSION_NAME: &str = "ecr-credential-provider";
+
 /// Variables that select the node's AWS identity: part of the cache key, so
 /// that a change of identity never serves the previous identity's credential.
 const IDENTITY_VARIABLES: &[&str] = &[
@@ -272,7 +277,8 @@ impl Ecr {
             .sts_client(sdk, false)
             .assume_role_with_web_identity()
             .role_arn(role)
-            .role_session_name(format!("ecr-credential-provider-{}", unix_now()))
+            // Upstream's fixed name: a trust policy may require it (`sts:RoleSessionName`).
+            .role_session_name(ROLE_SESSION_NAME)
             .web_identity_token(token.expose())
             .send()
             .await

@@ -64,6 +64,8 @@ fn service_account_fields_are_ignored_before_v1_and_used_in_v1() {
     // Only the v1 requests carried the token: they assumed the role, once, and
     // every other v1 request was answered from the cache keyed by the token.
     assert_eq!(aws.assumed_roles(), vec![(ROLE.to_string(), token)]);
+    // Upstream's session name, which a role's trust policy may require.
+    assert_eq!(aws.role_session_names(), ["ecr-credential-provider"]);
     assert_eq!(aws.token_calls(), 2, "one token for the node, one for the role");
 }
 
