@@ -43,6 +43,10 @@ pub enum Error {
     /// `message` says what happened and, where it can, what to do.
     #[error("{service}: {message}")]
     Cloud { service: String, status: Option<u16>, message: String },
+    /// The cloud could not be asked: no connection, a timeout, a reset.
+    /// `message` names the endpoint and the transport's reason.
+    #[error("{service}: {message}")]
+    Unreachable { service: String, message: String },
     /// The cloud refused the identity (HTTP 401 or 403, or a refusal the
     /// plugin recognized): a permission or trust problem to fix, not a
     /// failure to retry.
@@ -60,11 +64,39 @@ pub enum Error {
     AnsweredOnStdout { exit_code: i32 },
 }
 
+/// What kind of failure a cloud error is, as an operator sorts them (the
+/// refresh agent's metrics label failed renewals with it): a refusal to fix
+/// in IAM, a network to fix on the node, or anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureClass {
+    Denied,
+    Unreachable,
+    Other,
+}
+
+impl FailureClass {
+    pub const ALL: [FailureClass; 3] = [FailureClass::Denied, FailureClass::Unreachable, FailureClass::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Denied => "denied",
+            FailureClass::Unreachable => "unreachable",
+            FailureClass::Other => "other",
+        }
+    }
+}
+
 impl Error {
-    /// A cloud failure of `service` with no HTTP answer behind it (a
-    /// connection that failed, an answer that does not parse).
+    /// A cloud failure of `service` with no HTTP answer behind it that is
+    /// not a transport failure (an answer that does not parse, one too large).
     pub fn cloud(service: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Cloud { service: service.into(), status: None, message: message.into() }
+    }
+
+    /// `service` could not be reached (`message` says where and why).
+    pub fn unreachable(service: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Unreachable { service: service.into(), message: message.into() }
     }
 
     /// A refusal by `service` that no HTTP status expresses.
@@ -79,6 +111,15 @@ impl Error {
         match status {
             Some(401 | 403) => Error::Denied { service, status, message },
             _ => Error::Cloud { service, status, message },
+        }
+    }
+
+    /// Which kind of failure this is.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Error::Denied { .. } => FailureClass::Denied,
+            Error::Unreachable { .. } => FailureClass::Unreachable,
+            _ => FailureClass::Other,
         }
     }
 
@@ -105,6 +146,7 @@ impl Error {
     pub fn with_cloud_context(self, context: impl FnOnce(String) -> String) -> Error {
         match self {
             Error::Cloud { service, status, message } => Error::Cloud { service, status, message: context(message) },
+            Error::Unreachable { service, message } => Error::Unreachable { service, message: context(message) },
             other => other,
         }
     }
@@ -123,7 +165,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Cloud { .. } | Error::Denied { .. } | Error::CheckFailed(_) => EXIT_CLOUD,
+            Error::Cloud { .. } | Error::Unreachable { .. } | Error::Denied { .. } | Error::CheckFailed(_) => {
+                EXIT_CLOUD
+            }
             Error::AnsweredOnStdout { exit_code } => *exit_code,
             _ => EXIT_USAGE,
         }
@@ -143,6 +187,10 @@ mod tests {
         // A message that merely reads like a 400 is not one.
         assert!(matches!(Error::cloud("s", "HTTP 400 Bad Request").bad_request_as_denial(), Error::Cloud { .. }));
         assert_eq!(Error::http("s", 404, "x").status(), Some(404));
+        assert_eq!(Error::http("s", 403, "x").class(), FailureClass::Denied);
+        assert_eq!(Error::unreachable("s", "cannot reach x").class(), FailureClass::Unreachable);
+        assert_eq!(Error::http("s", 500, "x").class(), FailureClass::Other);
+        assert_eq!(Error::unreachable("s", "x").exit_code(), EXIT_CLOUD);
         assert_eq!(Error::cloud("s", "x").exit_code(), EXIT_CLOUD);
         assert_eq!(Error::Config("x".into()).exit_code(), EXIT_USAGE);
     }

@@ -125,7 +125,7 @@ impl Http {
                 Ok(Err(e)) if !e.is_transient() => return Err(e.into_error(service)),
                 Ok(Err(e)) => (Err(e.into_error(service)), None),
                 Err(_) => (
-                    Err(Error::cloud(
+                    Err(Error::unreachable(
                         service,
                         format!("no answer within {}s", remaining.min(ATTEMPT_TIMEOUT).as_secs()),
                     )),
@@ -142,7 +142,7 @@ impl Http {
             }
             let why = match &result {
                 Ok(reply) => format!("HTTP {}", reply.status.as_u16()),
-                Err(Error::Cloud { message, .. }) => secret::scrub(message),
+                Err(Error::Cloud { message, .. } | Error::Unreachable { message, .. }) => secret::scrub(message),
                 Err(e) => secret::scrub(&e.to_string()),
             };
             tracing::info!("{service}: attempt {attempt} failed ({why}); retrying in {} ms", wait.as_millis());
@@ -258,7 +258,7 @@ impl SendError {
     /// The error an exec reports, naming `service`.
     pub fn into_error(self, service: &str) -> Error {
         match self {
-            SendError::Transport(e) => Error::cloud(service, Unreachable::from_reqwest(&e).to_string()),
+            SendError::Transport(e) => Error::unreachable(service, Unreachable::from_reqwest(&e).to_string()),
             too_large @ SendError::TooLarge { .. } => Error::cloud(service, too_large.to_string()),
         }
     }

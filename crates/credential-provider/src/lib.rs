@@ -61,7 +61,7 @@ pub mod stdio;
 
 pub use check::{CheckReport, CheckStep, Outcome};
 pub use endpoints::Endpoints;
-pub use error::Error;
+pub use error::{Error, FailureClass};
 pub use flow::Credential;
 pub use image::ImageRef;
 pub use protocol::ServiceAccount;

@@ -10,7 +10,12 @@
 //! and removed once expired: no exec will ever read it again, and a pass that
 //! skipped forever would fail forever. One line on stderr per entry renewed,
 //! failed or removed.
+//!
+//! With `--json`, each pass also prints a [`PassReport`] on stdout, one line
+//! of JSON: what the refresh agent reads (for its own lines and its metrics)
+//! instead of parsing sentences meant for people.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::cache::{Cache, CachedCredential, Freshness};
 use crate::clock;
 use crate::credentials::{self, RenewalError};
-use crate::error::Error;
+use crate::error::{Error, FailureClass};
 use crate::flow::Renewal;
 use crate::provider::{Provider, binary_name};
 use crate::secret;
@@ -48,11 +53,19 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
     Ok(period)
 }
 
-/// Runs one pass, or passes every `every` until SIGTERM or SIGINT.
-pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>) -> Result<(), Error> {
-    let last = repeat(&binary_name::<P>(), every, |stop| pass(provider, cache, stop));
+/// Runs one pass, or passes every `every` until SIGTERM or SIGINT; with
+/// `json`, each pass's report goes to stdout as one line.
+pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>, json: bool) -> Result<(), Error> {
+    let last = repeat(&binary_name::<P>(), every, |stop| {
+        let report = pass(provider, cache, stop);
+        if json {
+            print_report(&report)?;
+        }
+        Ok(report.summary())
+    });
     match last {
-        Some(summary) if !summary.is_clean() => Err(Error::cloud(
+        Some(Err(e)) => Err(e),
+        Some(Ok(summary)) if !summary.is_clean() => Err(Error::cloud(
             P::NAME,
             format!(
                 "{} cached credential(s) could not be renewed and {} were skipped",
@@ -96,9 +109,9 @@ pub fn repeat<T>(label: &str, every: Option<Duration>, mut pass: impl FnMut(&Ato
     }
 }
 
-/// The line that ends a plugin's refresh pass, for whoever runs it (the
-/// node agent reads it): `<binary>: refresh pass [<plugin>]: …`.
-pub const PASS_MARKER: &str = "refresh pass [";
+/// How the line that ends a pass starts, after the binary's name:
+/// `<binary>: refresh pass [<plugin>]: …`.
+const PASS_MARKER: &str = "refresh pass [";
 
 /// What one pass did to the entries that were due.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,37 +140,93 @@ impl PassSummary {
     pub fn is_clean(&self) -> bool {
         self.failed == 0 && self.skipped == 0
     }
-
-    /// Reads what a pass's last line says (`2 renewed, 0 failed, 1 skipped,
-    /// 0 removed`, or `nothing to renew: …`).
-    pub fn parse(text: &str) -> Option<PassSummary> {
-        if text.starts_with("nothing to renew") {
-            return Some(PassSummary::default());
-        }
-        let mut counts = text.split(", ").map(|part| part.split_once(' '));
-        let mut count = |word: &str| match counts.next()? {
-            Some((n, w)) if w == word => n.parse().ok(),
-            _ => None,
-        };
-        Some(PassSummary {
-            renewed: count("renewed")?,
-            failed: count("failed")?,
-            skipped: count("skipped")?,
-            removed: count("removed")?,
-        })
-    }
 }
 
-/// What became of one due entry.
-enum EntryOutcome {
+/// What a pass did to one due entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenewalResult {
     Renewed,
     Failed,
+    /// Due, but written under other settings, and still valid.
     Skipped,
+    /// Written under other settings, and expired: deleted.
     Removed,
 }
 
+impl RenewalResult {
+    pub const ALL: [RenewalResult; 4] =
+        [RenewalResult::Renewed, RenewalResult::Failed, RenewalResult::Skipped, RenewalResult::Removed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewalResult::Renewed => "renewed",
+            RenewalResult::Failed => "failed",
+            RenewalResult::Skipped => "skipped",
+            RenewalResult::Removed => "removed",
+        }
+    }
+}
+
+/// One due entry's renewal.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RenewalReport {
+    pub registry: String,
+    pub result: RenewalResult,
+    /// What kind of failure, for a failed renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<FailureClass>,
+}
+
+/// One entry of the cache as the pass left it: where it stands in time,
+/// never what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryReport {
+    pub registry: String,
+    /// Fetched with a pod's service-account token (the kubelet's to renew),
+    /// not with the node's identity.
+    pub service_account: bool,
+    pub issued_at: u64,
+    pub refresh_at: u64,
+    pub expires_at: u64,
+}
+
+/// What one pass did, and the plugin's entries after it: `refresh --json`'s
+/// line on stdout.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PassReport {
+    /// The plugin's name in the cache (`ecr`, `gcr`…).
+    pub plugin: String,
+    /// Each due entry's renewal.
+    pub renewals: Vec<RenewalReport>,
+    /// Every entry of this plugin still cached.
+    pub entries: Vec<EntryReport>,
+}
+
+impl PassReport {
+    /// The counts of [`PassReport::renewals`].
+    pub fn summary(&self) -> PassSummary {
+        let mut summary = PassSummary::default();
+        for renewal in &self.renewals {
+            match renewal.result {
+                RenewalResult::Renewed => summary.renewed += 1,
+                RenewalResult::Failed => summary.failed += 1,
+                RenewalResult::Skipped => summary.skipped += 1,
+                RenewalResult::Removed => summary.removed += 1,
+            }
+        }
+        summary
+    }
+}
+
+fn print_report(report: &PassReport) -> Result<(), Error> {
+    let line = serde_json::to_string(report).map_err(|e| Error::Output(std::io::Error::other(e)))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(Error::Output)
+}
+
 /// One pass, ended by one line on stderr that says what it did.
-fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSummary {
+fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassReport {
     cache.remove_abandoned_temp_files(P::NAME, ABANDONED_TEMP_FILE_AGE);
     let now = clock::unix_now();
     let mut due = Vec::new();
@@ -192,10 +261,10 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
             n => format!("{n} cached credential(s), none past its refresh point"),
         };
         eprintln!("{}: {PASS_MARKER}{}]: nothing to renew: {what}", binary_name::<P>(), P::NAME);
-        return PassSummary::default();
+        return report::<P>(cache, Vec::new());
     }
     let queue = Mutex::new(due);
-    let summary = Mutex::new(PassSummary::default());
+    let renewals = Mutex::new(Vec::new());
     let workers = PARALLELISM.min(queue.lock().map_or(0, |q| q.len()));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -207,26 +276,47 @@ fn pass<P: Provider>(provider: &P, cache: &Cache, stop: &AtomicBool) -> PassSumm
                     let Some((path, entry)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                         return;
                     };
-                    let outcome = renew_entry(provider, cache, &path, &entry);
-                    if let Ok(mut summary) = summary.lock() {
-                        match outcome {
-                            EntryOutcome::Renewed => summary.renewed += 1,
-                            EntryOutcome::Failed => summary.failed += 1,
-                            EntryOutcome::Skipped => summary.skipped += 1,
-                            EntryOutcome::Removed => summary.removed += 1,
-                        }
+                    let (result, class) = renew_entry(provider, cache, &path, &entry);
+                    if let Ok(mut renewals) = renewals.lock() {
+                        renewals.push(RenewalReport { registry: entry.registry, result, class });
                     }
                 }
             });
         }
     });
-    let summary = summary.into_inner().unwrap_or_default();
-    eprintln!("{}: {PASS_MARKER}{}]: {summary}", binary_name::<P>(), P::NAME);
-    summary
+    let mut renewals = renewals.into_inner().unwrap_or_default();
+    renewals.sort_by(|a, b| a.registry.cmp(&b.registry));
+    let report = report::<P>(cache, renewals);
+    eprintln!("{}: {PASS_MARKER}{}]: {}", binary_name::<P>(), P::NAME, report.summary());
+    report
 }
 
-/// Renews one entry, saying so on stderr unless another process did.
-fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &CachedCredential) -> EntryOutcome {
+/// The report of a pass that made `renewals`, with the entries it left.
+fn report<P: Provider>(cache: &Cache, renewals: Vec<RenewalReport>) -> PassReport {
+    let mut entries: Vec<EntryReport> = cache
+        .entries(P::NAME)
+        .into_iter()
+        .filter_map(|(_, entry)| entry)
+        .map(|entry| EntryReport {
+            registry: entry.registry,
+            service_account: entry.needs_service_account_token,
+            issued_at: entry.issued_at,
+            refresh_at: entry.refresh_at,
+            expires_at: entry.expires_at,
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.registry, a.expires_at).cmp(&(&b.registry, b.expires_at)));
+    PassReport { plugin: P::NAME.to_string(), renewals, entries }
+}
+
+/// Renews one entry, saying so on stderr unless another process did; what
+/// became of it, and the kind of failure for one that failed.
+fn renew_entry<P: Provider>(
+    provider: &P,
+    cache: &Cache,
+    path: &Path,
+    entry: &CachedCredential,
+) -> (RenewalResult, Option<FailureClass>) {
     let result = credentials::renew(provider, cache, entry);
     let not_ours = matches!(result, Err(RenewalError::OtherSettings | RenewalError::Unplanned(_)));
     if not_ours && entry.freshness(clock::unix_now()) == Freshness::Expired {
@@ -236,10 +326,10 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
             binary_name::<P>(),
             entry.registry
         );
-        return EntryOutcome::Removed;
+        return (RenewalResult::Removed, None);
     }
     match result {
-        Ok(Renewal::ByAnother(_)) => EntryOutcome::Renewed,
+        Ok(Renewal::ByAnother(_)) => (RenewalResult::Renewed, None),
         Ok(Renewal::Fetched(renewed)) => {
             eprintln!(
                 "{}: renewed {} (valid until {})",
@@ -247,7 +337,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
                 entry.registry,
                 format_time(renewed.expires_at)
             );
-            EntryOutcome::Renewed
+            (RenewalResult::Renewed, None)
         }
         Ok(Renewal::AlreadyExpired(_)) => {
             eprintln!(
@@ -255,7 +345,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
                 binary_name::<P>(),
                 entry.registry
             );
-            EntryOutcome::Failed
+            (RenewalResult::Failed, Some(FailureClass::Other))
         }
         Err(RenewalError::OtherSettings) => {
             tracing::warn!(
@@ -264,7 +354,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
                  (credential-provider-refresh does), else the kubelet's next exec renews it",
                 entry.registry
             );
-            EntryOutcome::Skipped
+            (RenewalResult::Skipped, None)
         }
         Err(RenewalError::Unplanned(e)) => {
             tracing::warn!(
@@ -272,7 +362,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
                 entry.registry,
                 secret::scrub(&e.to_string())
             );
-            EntryOutcome::Skipped
+            (RenewalResult::Skipped, None)
         }
         Err(RenewalError::Failed(failure)) => {
             eprintln!(
@@ -281,7 +371,7 @@ fn renew_entry<P: Provider>(provider: &P, cache: &Cache, path: &Path, entry: &Ca
                 entry.registry,
                 secret::scrub(&failure.error.to_string()).replace('\n', " ")
             );
-            EntryOutcome::Failed
+            (RenewalResult::Failed, Some(failure.error.class()))
         }
     }
 }
@@ -303,13 +393,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pass_summary_reads_back() {
-        let summary = PassSummary { renewed: 2, failed: 0, skipped: 1, removed: 3 };
-        assert_eq!(summary.to_string(), "2 renewed, 0 failed, 1 skipped, 3 removed");
-        assert_eq!(PassSummary::parse(&summary.to_string()), Some(summary));
-        assert_eq!(PassSummary::parse("nothing to renew: 3 cached"), Some(PassSummary::default()));
-        assert_eq!(PassSummary::parse("2 renewed, 0 failed"), None);
-        assert_eq!(PassSummary::parse("x renewed, 0 failed, 0 skipped, 0 removed"), None);
+    fn a_report_counts_its_renewals_and_reads_back() {
+        let renewal = |registry: &str, result, class| RenewalReport { registry: registry.into(), result, class };
+        let report = PassReport {
+            plugin: "ecr".into(),
+            renewals: vec![
+                renewal("a", RenewalResult::Renewed, None),
+                renewal("b", RenewalResult::Failed, Some(FailureClass::Denied)),
+                renewal("c", RenewalResult::Renewed, None),
+                renewal("d", RenewalResult::Removed, None),
+            ],
+            entries: vec![EntryReport {
+                registry: "a".into(),
+                service_account: false,
+                issued_at: 1,
+                refresh_at: 2,
+                expires_at: 3,
+            }],
+        };
+        let summary = report.summary();
+        assert_eq!(summary.to_string(), "2 renewed, 1 failed, 0 skipped, 1 removed");
+        assert!(!summary.is_clean());
+        let line = serde_json::to_string(&report).expect("json");
+        assert!(line.contains(r#""result":"failed","class":"denied""#), "{line}");
+        assert_eq!(serde_json::from_str::<PassReport>(&line).expect("reads back"), report);
     }
 
     #[test]

@@ -96,6 +96,9 @@ enum Command {
         /// Keep running, renewing every DURATION (at least 1s; e.g. 5m) with a little jitter.
         #[arg(long, value_name = "DURATION", value_parser = crate::refresh::parse_period)]
         every: Option<Duration>,
+        /// Also print each pass's report on stdout, one line of JSON (what credential-provider-refresh reads).
+        #[arg(long)]
+        json: bool,
     },
     /// Speak the docker credential-helper protocol (what a docker-credential-NAME link to this binary runs).
     DockerHelper {
@@ -223,13 +226,13 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             let provider = P::new(cli.plugin, endpoints)?;
             check(&provider, cache.as_ref(), image, output)
         }
-        Some(Command::Refresh { every }) => {
+        Some(Command::Refresh { every, json }) => {
             let endpoints = endpoints?;
             let Some(cache) = open_cache()? else {
                 return Err(Error::Config("refresh renews the cache; it cannot run with --no-cache".into()));
             };
             let provider = P::new(cli.plugin, endpoints)?;
-            crate::refresh::run(&provider, &cache, every)
+            crate::refresh::run(&provider, &cache, every, json)
         }
         Some(Command::DockerHelper { operation, invoked_as }) => {
             let name = invoked_as.unwrap_or_else(|| format!("{}{}", docker_config::HELPER_PREFIX, P::NAME));

@@ -339,7 +339,11 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
                 return sts_error(400, "InvalidIdentityToken", "missing token or role");
             }
             let Some(session_name) = form.get("RoleSessionName").filter(|name| !name.is_empty()).cloned() else {
-                return sts_error(400, "ValidationError", "1 validation error detected: Value null at 'roleSessionName'");
+                return sts_error(
+                    400,
+                    "ValidationError",
+                    "1 validation error detected: Value null at 'roleSessionName'",
+                );
             };
             let n = nonce();
             let (key_id, secret, session) = (

@@ -19,20 +19,31 @@
 //! within a few seconds (a plugin that does not stop in that grace is
 //! killed): a DaemonSet's grace period is never outlived.
 //!
+//! The config is read again before every pass, so that a provider added or
+//! removed (a drop-in file of a config directory, say) is taken up without a
+//! restart; a config that no longer loads is said, and the last good one kept.
+//!
+//! What it learns is exported as Prometheus metrics (`metrics`): served on
+//! `--metrics-address` and written to `--metrics-textfile` after each pass.
+//!
 //! Exit codes: 0 every provider renewed what was due; 1 a bad command line or
 //! config; 2 a provider failed or skipped an entry, or could not be run.
 
+mod metrics;
+
 use std::collections::BTreeSet;
-use std::io::Read as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use credential_provider::cache::{self, Cache, Freshness};
-use credential_provider::refresh::{self, PASS_MARKER, PassSummary};
+use credential_provider::refresh::{self, PassReport};
 use kubelet_config::{self as config, Provider};
+use metrics::{Metrics, RunOutcome};
 
 /// Renew the cached credentials of every provider the kubelet is configured with.
 #[derive(Debug, Parser)]
@@ -53,6 +64,24 @@ struct Cli {
     /// How long one provider's refresh may run before it is killed.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = refresh::parse_period)]
     plugin_timeout: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, [IPv6]:PORT, or :PORT for every address).
+    #[arg(long, value_name = "ADDR", requires = "every", value_parser = parse_address)]
+    metrics_address: Option<SocketAddr>,
+
+    /// After each pass, write the same metrics to PATH atomically (for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<PathBuf>,
+}
+
+/// `--metrics-address`: an address to listen on, `:PORT` meaning every IPv4 address.
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let text = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    let mut addresses = text.to_socket_addrs().map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?;
+    addresses.next().ok_or_else(|| format!("{text:?} names no address"))
 }
 
 const NAME: &str = "credential-provider-refresh";
@@ -66,7 +95,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let providers = match config::load(&cli.config) {
+    let mut providers = match config::load(&cli.config) {
         Ok(providers) => providers,
         Err(errors) => {
             for error in errors {
@@ -75,15 +104,64 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match refresh::repeat(NAME, cli.every, |stop| pass(&providers, &cli.bin_dir, cli.plugin_timeout, stop)) {
+    let metrics = match &cli.metrics_textfile {
+        Some(textfile) => Metrics::resume(textfile, unix_seconds(), cli.every),
+        None => Metrics::new(unix_seconds(), cli.every),
+    };
+    let metrics = Arc::new(Mutex::new(metrics));
+    if let Some(address) = cli.metrics_address {
+        match tiny_http::Server::http(address) {
+            Ok(server) => metrics::serve(server, Arc::clone(&metrics)),
+            Err(e) => {
+                eprintln!("{NAME}: cannot serve metrics on {address}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let passes = refresh::repeat(NAME, cli.every, |stop| {
+        reload(&cli.config, &mut providers);
+        let all_well = pass(&providers, &cli.bin_dir, cli.plugin_timeout, stop, &metrics);
+        if let Some(textfile) = &cli.metrics_textfile {
+            let written =
+                metrics.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|m| m.write_textfile(textfile));
+            if let Err(e) = written {
+                eprintln!("{NAME}: cannot write the metrics to {}: {e}", textfile.display());
+            }
+        }
+        all_well
+    });
+    match passes {
         Some(false) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     }
 }
 
+/// Reads the config again; one that no longer loads is said, and `providers` kept.
+fn reload(path: &Path, providers: &mut Vec<Provider>) {
+    match config::load(path) {
+        Ok(loaded) => *providers = loaded,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{NAME}: {error}");
+            }
+            eprintln!("{NAME}: the config no longer loads; this pass uses the last one that did");
+        }
+    }
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// One pass over every provider, then over the entries none of them claims.
 /// True when every provider renewed all that was due.
-fn pass(providers: &[Provider], bin_dir: &Path, timeout: Duration, stop: &AtomicBool) -> bool {
+fn pass(
+    providers: &[Provider],
+    bin_dir: &Path,
+    timeout: Duration,
+    stop: &AtomicBool,
+    metrics: &Mutex<Metrics>,
+) -> bool {
     let mut all_well = true;
     let mut claimed = BTreeSet::new();
     let mut every_provider_said = true;
@@ -92,11 +170,14 @@ fn pass(providers: &[Provider], bin_dir: &Path, timeout: Duration, stop: &Atomic
             return false;
         }
         let name = &provider.spec.name;
-        match refresh_provider(provider, bin_dir, timeout, stop) {
-            Ok((plugin, summary)) => {
+        let started = Instant::now();
+        let outcome: RunOutcome = refresh_provider(provider, bin_dir, timeout, stop);
+        match &outcome {
+            Ok(report) => {
+                let summary = report.summary();
                 println!("{NAME}: {name}: {summary}");
                 all_well &= summary.is_clean();
-                claimed.insert(plugin);
+                claimed.insert(report.plugin.clone());
             }
             Err(why) => {
                 println!("{NAME}: {name}: failed: {why}");
@@ -104,6 +185,12 @@ fn pass(providers: &[Provider], bin_dir: &Path, timeout: Duration, stop: &Atomic
                 every_provider_said = false;
             }
         }
+        if let Ok(mut metrics) = metrics.lock() {
+            metrics.record(name, &outcome, unix_seconds(), started.elapsed().as_secs_f64());
+        }
+    }
+    if let Ok(mut metrics) = metrics.lock() {
+        metrics.retain(&providers.iter().map(|p| p.spec.name.as_str()).collect());
     }
     // Which plugins the cache's other entries belong to is known only when
     // every provider said which it is.
@@ -113,53 +200,54 @@ fn pass(providers: &[Provider], bin_dir: &Path, timeout: Duration, stop: &Atomic
     all_well
 }
 
-/// Runs one provider's `refresh` as the kubelet would exec it, for at most
-/// `timeout`; its plugin name and what its pass did, from the pass's last line.
-fn refresh_provider(
-    provider: &Provider,
-    bin_dir: &Path,
-    timeout: Duration,
-    stop: &AtomicBool,
-) -> Result<(String, PassSummary), String> {
+/// Runs one provider's `refresh --json` as the kubelet would exec it, for
+/// at most `timeout`: what its pass reported on stdout.
+fn refresh_provider(provider: &Provider, bin_dir: &Path, timeout: Duration, stop: &AtomicBool) -> RunOutcome {
     let binary = bin_dir.join(&provider.spec.name);
     let mut child = Command::new(&binary)
         .args(&provider.spec.args)
-        .arg("refresh")
+        .args(["refresh", "--json"])
         .envs(provider.spec.env.iter().map(|var| (&var.name, &var.value)))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    // Read on a thread of its own, so that a plugin that writes much never
-    // blocks on a full pipe while this one waits for it.
-    let mut pipe = child.stderr.take().ok_or("no stderr pipe")?;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = sender.send(bytes);
-    });
+    // Each pipe read on a thread of its own, so that a plugin that writes
+    // much never blocks on a full pipe while this one waits for it.
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
     let ended = wait(&mut child, timeout, stop);
-    // A process the plugin left behind may hold the pipe open: not waited for.
-    let stderr = receiver.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&stderr);
+    // A process the plugin left behind may hold a pipe open: not waited for.
+    let collect = |pipe: std::sync::mpsc::Receiver<Vec<u8>>| {
+        String::from_utf8_lossy(&pipe.recv_timeout(Duration::from_secs(1)).unwrap_or_default()).into_owned()
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
     // The plugin's own lines (what it renewed, failed or skipped, and why).
     for line in stderr.lines() {
         eprintln!("{line}");
     }
-    let last = stderr.lines().rev().find_map(|line| line.split_once(PASS_MARKER).map(|(_, rest)| rest));
-    let parsed = last.and_then(|rest| {
-        let (plugin, summary) = rest.split_once("]: ")?;
-        Some((plugin.to_string(), PassSummary::parse(summary)?))
-    });
-    match (parsed, ended) {
-        (Some(parsed), Ended::Exited(_)) => Ok(parsed),
+    let report = stdout.lines().rev().find_map(|line| serde_json::from_str::<PassReport>(line).ok());
+    match (report, ended) {
+        (Some(report), Ended::Exited(_)) => Ok(report),
         (_, Ended::TimedOut) => Err(format!("its refresh did not finish within {}s; killed", timeout.as_secs())),
         (_, Ended::Stopped) => Err("its refresh was stopped: the agent was asked to terminate".into()),
-        (None, Ended::Exited(Some(code))) => Err(format!("its refresh exited {code} without a pass (see above)")),
+        (None, Ended::Exited(Some(code))) => Err(format!("its refresh exited {code} without a report (see above)")),
         (None, Ended::Exited(None)) => Err("its refresh was killed".into()),
     }
+}
+
+/// Reads `pipe` to its end on a thread; the bytes arrive on the receiver.
+fn read_all(pipe: Option<impl std::io::Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut bytes);
+            let _ = sender.send(bytes);
+        });
+    }
+    receiver
 }
 
 /// How a plugin's run ended.

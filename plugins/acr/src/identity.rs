@@ -191,10 +191,12 @@ pub fn azure_error(service: &str, identity: &AzureIdentity, e: &azure_core::Erro
         status = status.or_else(|| inner.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status));
         source = inner.source();
     }
-    let what = match (find_source::<Unreachable>(e), find_source::<SendError>(e)) {
-        (Some(unreachable), _) => unreachable.to_string(),
-        (None, Some(refused)) => refused.to_string(),
-        (None, None) => one_line(&e.to_string()),
+    if let Some(unreachable) = find_source::<Unreachable>(e) {
+        return Error::unreachable(service, format!("{unreachable} ({})", identity.describe()));
+    }
+    let what = match find_source::<SendError>(e) {
+        Some(refused) => refused.to_string(),
+        None => one_line(&e.to_string()),
     };
     let message = format!("{what} ({})", identity.describe());
     match status.map(u16::from) {

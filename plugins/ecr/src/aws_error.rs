@@ -40,6 +40,9 @@ pub struct AwsFailure {
     /// Whether the call failed because the node has no usable AWS identity
     /// (the message then says what to do).
     pub no_credentials: bool,
+    /// Whether no answer came: an endpoint (AWS's, or the node's identity
+    /// source) could not be reached, or did not answer in time.
+    pub unreachable: bool,
     /// The SDK's whole chain of errors, for `-v`.
     pub chain: String,
 }
@@ -83,7 +86,17 @@ impl AwsFailure {
             Some(credentials) => no_credentials_message(credentials),
             None => one_line(&message),
         };
-        AwsFailure { code, status, message, no_credentials: no_credentials.is_some(), chain: error_chain(error) }
+        let unreachable = status.is_none()
+            && (find_source::<Unreachable>(error).is_some()
+                || matches!(error, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)));
+        AwsFailure {
+            code,
+            status,
+            message,
+            no_credentials: no_credentials.is_some(),
+            unreachable,
+            chain: error_chain(error),
+        }
     }
 
     /// The verdict of `check` for a call that failed this way.
@@ -112,6 +125,7 @@ impl AwsFailure {
         let (service, status, message) = (action.to_string(), self.status, format!("{}{hint}", self.message));
         match self.outcome().0 {
             Outcome::Denied => credential_provider::Error::Denied { service, status, message },
+            _ if self.unreachable => credential_provider::Error::Unreachable { service, message },
             _ => credential_provider::Error::Cloud { service, status, message },
         }
     }
@@ -211,6 +225,7 @@ mod tests {
             status,
             message: "m".into(),
             no_credentials: false,
+            unreachable: false,
             chain: String::new(),
         }
     }
