@@ -8,8 +8,9 @@ use std::time::Duration;
 use credential_provider::Secret;
 use credential_provider::cache::{Cache, CacheKey, CachedCredential, FORMAT_VERSION};
 use credential_provider::protocol::ApiVersion;
-use fake_clouds::FakeGoogle;
 use fake_clouds::conformance::request_json;
+use fake_clouds::prometheus::{PrometheusServer, get, mentions, promtool, sample, wait_for};
+use fake_clouds::{FakeGoogle, Fault};
 
 fn agent() -> PathBuf {
     fake_clouds::plugins::built_binary("credential-provider-refresh")
@@ -66,9 +67,15 @@ impl Node {
 
     /// One pass of the agent: its exit code and what it printed.
     fn agent(&self) -> (Option<i32>, String, String) {
+        self.agent_with(&[])
+    }
+
+    /// One pass of the agent with `extra` arguments.
+    fn agent_with(&self, extra: &[&str]) -> (Option<i32>, String, String) {
         let output = Command::new(agent())
             .args(["--image-credential-provider-config", &self.path("config.yaml").display().to_string()])
             .args(["--image-credential-provider-bin-dir", &self.path("bin").display().to_string()])
+            .args(extra)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CREDENTIAL_PROVIDER_CACHE_DIR", self.path("cache"))
@@ -218,4 +225,138 @@ fn entries_no_configured_provider_claims_are_reported_and_deleted_once_expired()
     assert!(left.contains(&"111111111111.dkr.ecr.us-east-1.amazonaws.com".to_string()), "{left:?}");
     assert!(!left.contains(&"222222222222.dkr.ecr.us-east-1.amazonaws.com".to_string()), "{left:?}");
     assert!(left.contains(&"gcr.io".to_string()), "the configured provider's entry stays: {left:?}");
+}
+
+/// The sample of `name` for the node's provider (and `labels`), in `text`.
+fn provider_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut all = vec![("provider", PLUGIN)];
+    all.extend_from_slice(labels);
+    sample(text, &format!("credential_provider_{name}"), &all)
+}
+
+#[test]
+fn the_textfile_says_when_each_credential_expires_and_how_renewals_failed() {
+    let google = FakeGoogle::start();
+    google.set_token_lifetime(6);
+    let node = Node::new();
+    let env = google.endpoint_env();
+    node.write_config(&env);
+    node.kubelet_exec(&env);
+    std::fs::create_dir_all(node.path("textfiles")).expect("node_exporter's directory");
+    let textfile = node.path("textfiles/kubelet-credential-providers.prom");
+    let textfile_arg = format!("--metrics-textfile={}", textfile.display());
+    let read = || std::fs::read_to_string(&textfile).expect("the textfile");
+    let cached = || {
+        let entries = Cache::open(&node.path("cache")).expect("cache").all_entries();
+        let entry = entries.into_iter().find_map(|(_, e)| e).expect("an entry");
+        (entry.issued_at as f64, entry.refresh_at as f64, entry.expires_at as f64)
+    };
+
+    // A pass with nothing due: the entry's times, exactly; a clean pass.
+    let (code, stdout, stderr) = node.agent_with(&[&textfile_arg]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let text = read();
+    let (code, output) = promtool(&["check", "metrics"], Some(&text));
+    assert_eq!(code, Some(0), "promtool check metrics: {output}\n{text}");
+    let (issued, refresh, expiry) = cached();
+    let this_entry = [("registry", "gcr.io"), ("kind", "node")];
+    assert_eq!(provider_sample(&text, "credential_expiry_timestamp_seconds", &this_entry), Some(expiry), "{text}");
+    assert_eq!(provider_sample(&text, "credential_refresh_timestamp_seconds", &this_entry), Some(refresh));
+    assert_eq!(provider_sample(&text, "credential_issued_timestamp_seconds", &this_entry), Some(issued));
+    assert_eq!(provider_sample(&text, "credential_last_renewal_failed", &this_entry), Some(0.0));
+    assert_eq!(provider_sample(&text, "cache_entries", &[("kind", "node")]), Some(1.0));
+    assert_eq!(provider_sample(&text, "cache_entries", &[("kind", "service_account")]), Some(0.0));
+    assert_eq!(provider_sample(&text, "passes_total", &[("result", "success")]), Some(1.0));
+    assert!(sample(&text, "credential_provider_build_info", &[("version", env!("CARGO_PKG_VERSION"))]).is_some());
+    // Nothing secret, in a value or a label: the password is nowhere.
+    let password = node.kubelet_exec(&env);
+    assert!(!text.contains(&password), "{text}");
+
+    // Past its refresh point, the cloud refuses the node: a failed renewal of class denied.
+    std::thread::sleep(Duration::from_millis(3200));
+    google.set_fault(Some(Fault::Status(403)));
+    let (code, stdout, stderr) = node.agent_with(&[&textfile_arg]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    let text = read();
+    assert_eq!(provider_sample(&text, "renewals_total", &[("result", "failed")]), Some(1.0), "{text}");
+    assert_eq!(provider_sample(&text, "renewal_failures_total", &[("class", "denied")]), Some(1.0));
+    assert_eq!(provider_sample(&text, "renewal_failures_total", &[("class", "unreachable")]), Some(0.0));
+    assert_eq!(provider_sample(&text, "credential_last_renewal_failed", &this_entry), Some(1.0));
+    // The counts carry over from the earlier run (a timer's runs are processes of their own).
+    assert_eq!(provider_sample(&text, "passes_total", &[("result", "success")]), Some(1.0));
+    assert_eq!(provider_sample(&text, "passes_total", &[("result", "failure")]), Some(1.0));
+    let last_success = provider_sample(&text, "last_successful_pass_timestamp_seconds", &[]).expect("last success");
+    assert!(provider_sample(&text, "last_pass_timestamp_seconds", &[]) > Some(last_success));
+
+    // The connection is reset: class unreachable.
+    google.set_fault(Some(Fault::Reset));
+    let (code, stdout, stderr) = node.agent_with(&[&textfile_arg]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    let text = read();
+    assert_eq!(provider_sample(&text, "renewal_failures_total", &[("class", "unreachable")]), Some(1.0), "{text}");
+
+    // The cloud answers again: renewed, the failure cleared, the times those of the new entry.
+    google.set_fault(None);
+    let (code, stdout, stderr) = node.agent_with(&[&textfile_arg]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let text = read();
+    assert_eq!(provider_sample(&text, "renewals_total", &[("result", "renewed")]), Some(1.0), "{text}");
+    assert_eq!(provider_sample(&text, "credential_last_renewal_failed", &this_entry), Some(0.0));
+    let (_, _, expiry) = cached();
+    assert_eq!(provider_sample(&text, "credential_expiry_timestamp_seconds", &this_entry), Some(expiry));
+    assert!(provider_sample(&text, "last_successful_pass_timestamp_seconds", &[]) > Some(last_success));
+    let (code, output) = promtool(&["check", "metrics"], Some(&text));
+    assert_eq!(code, Some(0), "{output}");
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_a_removed_providers_series_go() {
+    let google = FakeGoogle::start();
+    let node = Node::new();
+    // A second provider: the same plugin under another name, as a config may have it.
+    const OTHER: &str = "auth-provider-gcp";
+    let built = fake_clouds::plugins::built_binary(PLUGIN);
+    std::os::unix::fs::symlink(&built, node.path("bin").join(OTHER)).expect("install the second");
+    let env = google.endpoint_env();
+    let one = fake_clouds::examples::provider_config(PLUGIN, "10m", &["gcr.io"], &ARGS, &env);
+    let other = fake_clouds::examples::provider_config(OTHER, "10m", &["*.gcr.io"], &ARGS, &env);
+    let (_, other_provider) = other.split_once("providers:\n").expect("a providers list");
+    std::fs::write(node.path("config.yaml"), format!("{one}{other_provider}")).expect("config");
+    node.kubelet_exec(&env);
+
+    let address: std::net::SocketAddr =
+        format!("127.0.0.1:{}", fake_clouds::prometheus::free_port()).parse().expect("address");
+    let mut agent = Command::new(agent())
+        .args(["--image-credential-provider-config", &node.path("config.yaml").display().to_string()])
+        .args(["--image-credential-provider-bin-dir", &node.path("bin").display().to_string()])
+        .args(["--every", "1s", "--metrics-address", &address.to_string()])
+        .env("CREDENTIAL_PROVIDER_CACHE_DIR", node.path("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the agent");
+    let scrape = || get(address, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
+    let both = wait_for(Duration::from_secs(30), || scrape().filter(|text| mentions(text, "provider", OTHER)));
+    let text = both.expect("the agent serves both providers' metrics");
+    assert_eq!(provider_sample(&text, "cache_entries", &[("kind", "node")]), Some(1.0), "{text}");
+    assert_eq!(get(address, "/other").map(|(status, _)| status), Some(404));
+
+    // A real Prometheus, scraping every second, has the agent's series.
+    let prometheus = PrometheusServer::start("kubelet-credential-providers", address);
+    let query = format!("credential_provider_credential_expiry_timestamp_seconds{{provider=\"{PLUGIN}\"}}");
+    let found = wait_for(Duration::from_secs(30), || {
+        let result = prometheus.query(&query);
+        (!result.as_array().is_none_or(Vec::is_empty)).then_some(result)
+    });
+    let result = found.unwrap_or_else(|| panic!("prometheus never had {query}: {}", prometheus.log()));
+    assert_eq!(result[0]["metric"]["registry"], "gcr.io", "{result}");
+    assert_eq!(result[0]["metric"]["job"], "kubelet-credential-providers");
+
+    // The provider removed from the config: its series go at the next pass.
+    std::fs::write(node.path("config.yaml"), &one).expect("config");
+    let gone = wait_for(Duration::from_secs(30), || scrape().filter(|text| !mentions(text, "provider", OTHER)));
+    let text = gone.expect("the removed provider's series go");
+    assert!(mentions(&text, "provider", PLUGIN), "{text}");
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

@@ -50,10 +50,16 @@ fn the_daemonset_fills_the_kubelets_paths_and_refreshes_the_shared_cache() {
         [
             "--image-credential-provider-config=/host/config",
             "--image-credential-provider-bin-dir=/host/bin",
-            "--every=5m"
+            "--every=5m",
+            "--metrics-address=$(POD_IP):9477"
         ]
     );
     assert_eq!(refresh["env"][0]["value"], SYSTEM_DIR);
+    // The metrics port, named as the PodMonitor and the scrape config find it.
+    assert_eq!(refresh["env"][1]["name"], "POD_IP");
+    assert_eq!(refresh["env"][1]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+    assert_eq!(refresh["ports"][0]["name"], "metrics");
+    assert_eq!(refresh["ports"][0]["containerPort"], 9477);
     let containerfile = read("node/Containerfile");
     assert!(containerfile.contains("FROM scratch"), "{containerfile}");
     assert!(containerfile.contains("COPY dist/linux-${ARCH}/ /opt/kubelet-credential-providers/"), "{containerfile}");
@@ -89,4 +95,48 @@ fn the_plugin_configs_merge_into_one_config_directory() {
     let mut expected: Vec<String> = plugins.iter().map(|row| row.binary_name()).collect();
     expected.sort();
     assert_eq!(names, expected);
+}
+
+/// The alert rules pass Prometheus's own checks and their unit tests (cases
+/// that fire and cases that do not), and the scrape configs find the
+/// DaemonSet's metrics port under the job name the rules use.
+#[test]
+fn the_monitoring_examples_check_and_their_alert_tests_pass() {
+    use fake_clouds::prometheus::promtool;
+    let rules = example("monitoring/alerts.yaml").display().to_string();
+    let (code, output) = promtool(&["check", "rules", &rules], None);
+    assert_eq!(code, Some(0), "{output}");
+    let tests = example("monitoring/alerts-test.yaml").display().to_string();
+    let (code, output) = promtool(&["test", "rules", &tests], None);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("SUCCESS"), "{output}");
+
+    const JOB: &str = "kubelet-credential-providers";
+    assert!(read("monitoring/alerts.yaml").contains(&format!("up{{job=\"{JOB}\"}}")));
+    let daemonset: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read("node/daemonset.yaml")).expect("YAML");
+    let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(pod_labels["app.kubernetes.io/name"], JOB);
+
+    let monitor: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read("monitoring/podmonitor.yaml")).expect("YAML");
+    assert_eq!(monitor["kind"], "PodMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], daemonset["metadata"]["namespace"]);
+    assert_eq!(monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], JOB);
+    // The job label is the pod's name label: the job the rules name.
+    assert_eq!(monitor["spec"]["jobLabel"], "app.kubernetes.io/name");
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+
+    // Debian's Prometheus is built without Kubernetes discovery, so promtool
+    // cannot check this file here; its shape is checked instead.
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read("monitoring/prometheus.yml")).expect("YAML");
+    assert_eq!(config["rule_files"][0], "alerts.yaml");
+    let job = &config["scrape_configs"][0];
+    assert_eq!(job["job_name"], JOB);
+    let kept: Vec<&str> = job["relabel_configs"]
+        .as_sequence()
+        .expect("relabel_configs")
+        .iter()
+        .filter(|rule| rule["action"] == "keep")
+        .filter_map(|rule| rule["regex"].as_str())
+        .collect();
+    assert_eq!(kept, [JOB, "metrics"]);
 }

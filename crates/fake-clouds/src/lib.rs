@@ -17,6 +17,7 @@ pub mod moto;
 pub mod netns;
 pub mod oci;
 pub mod plugins;
+pub mod prometheus;
 pub mod proxy;
 pub mod real_client;
 pub mod registry;

@@ -229,7 +229,7 @@ impl Metrics {
         let last_pass = gauge("last_pass_timestamp_seconds", "When the provider's last pass ended.", &["provider"])?;
         let last_success = gauge(
             "last_successful_pass_timestamp_seconds",
-            "When the provider's last successful pass ended.",
+            "When the provider's last successful pass ended; 0 if it has had none.",
             &["provider"],
         )?;
         let duration = gauge("last_pass_duration_seconds", "How long the provider's last pass took.", &["provider"])?;
@@ -274,9 +274,8 @@ impl Metrics {
             }
             if let Some(at) = state.last_pass {
                 last_pass.with_label_values(&[p]).set(at);
-            }
-            if let Some(at) = state.last_success {
-                last_success.with_label_values(&[p]).set(at);
+                // 0 for none, so that "no success for so long" holds for a provider that never had one.
+                last_success.with_label_values(&[p]).set(state.last_success.unwrap_or(0.0));
             }
             if let Some(seconds) = state.last_pass_seconds {
                 duration.with_label_values(&[p]).set(seconds);
@@ -375,7 +374,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
-        assert!(!text.contains("last_successful_pass_timestamp_seconds{"), "no success yet:\n{text}");
+        let never =
+            r#"credential_provider_last_successful_pass_timestamp_seconds{provider="ecr-credential-provider"} 0"#;
+        assert!(text.lines().any(|l| l == never), "no success yet:\n{text}");
         // A provider no longer configured leaves nothing behind.
         metrics.retain(&BTreeSet::new());
         assert!(!metrics.render().contains("ecr-credential-provider"));

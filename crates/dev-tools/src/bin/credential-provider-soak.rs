@@ -7,8 +7,11 @@
 //! It checks what an operator relies on: every exec after a registry's first
 //! is answered from the cache; no exec is answered with a credential past its
 //! expiry; the agent's peak RSS after the first minute stays within 10 % of
-//! its value at one minute; its open file descriptors stay flat; and it stops
-//! cleanly on SIGTERM. It prints the figures for the README.
+//! its value at one minute; its open file descriptors stay flat; its
+//! `/metrics`, scraped through the run, always answers and holds no more
+//! series in the last minute than at one minute (label cardinality does not
+//! grow with the passes); and it stops cleanly on SIGTERM. It prints the
+//! figures for the README.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +37,8 @@ struct Sample {
     at: Duration,
     rss_kib: u64,
     fds: usize,
+    /// The samples its `/metrics` held, if it answered.
+    series: Option<usize>,
 }
 
 fn main() {
@@ -84,10 +89,14 @@ fn main() {
         let _ = std::fs::write(config.join(format!("{}.yaml", provider.binary)), config_file(provider));
     }
     let agent_binary = built.join("credential-provider-refresh");
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", fake_clouds::prometheus::free_port())
+        .parse()
+        .unwrap_or_else(|e| fail(&format!("no loopback port: {e}")));
     let log = std::fs::File::create(node.path().join("agent.log")).unwrap_or_else(|e| fail(&format!("agent log: {e}")));
     let mut agent = Command::new(&agent_binary)
         .args(["--image-credential-provider-config", &config.display().to_string()])
         .args(["--image-credential-provider-bin-dir", &bin.display().to_string(), "--every", "1s"])
+        .args(["--metrics-address", &metrics.to_string()])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CREDENTIAL_PROVIDER_CACHE_DIR", &cache)
@@ -125,7 +134,7 @@ fn main() {
                 }
             }
         }
-        samples.push(sample(&agent, started.elapsed()));
+        samples.push(sample(&agent, started.elapsed(), metrics));
         std::thread::sleep(Duration::from_secs(2));
     }
     let stopped = stop(&mut agent);
@@ -142,6 +151,10 @@ fn main() {
     let fds_first_minute = samples.iter().filter(|s| s.at < Duration::from_secs(60)).map(|s| s.fds).min().unwrap_or(0);
     let fds_later = samples.iter().filter(|s| s.at >= last_minute).map(|s| s.fds).min().unwrap_or(0);
     let token_calls = aws.token_calls() + google.token_calls() + ibm.calls("vpc:iam-token");
+    // The first pass may not have ended at the first sample: from one minute on, every scrape answers.
+    let unanswered = later.iter().filter(|s| s.series.is_none()).count();
+    let series_at_one_minute = at_one_minute.and_then(|s| s.series).unwrap_or(0);
+    let series_last_minute = samples.iter().filter(|s| s.at >= last_minute).filter_map(|s| s.series).max().unwrap_or(0);
     println!(
         "execs: {execs}, answered from the cache: {hits}, fetched after a registry's first exec: {misses_after_first}"
     );
@@ -158,6 +171,10 @@ fn main() {
     println!(
         "agent open file descriptors: {fds_min} to {fds_max} (at least {fds_first_minute} in the first minute, {fds_later} in the last)"
     );
+    println!(
+        "agent /metrics: {} scrapes, {unanswered} unanswered after the first minute; {series_at_one_minute} series at one minute, at most {series_last_minute} in the last",
+        samples.len()
+    );
     println!("agent on SIGTERM: {}", if stopped { "stopped cleanly" } else { "DID NOT STOP CLEANLY" });
 
     let mut failures = Vec::new();
@@ -172,6 +189,12 @@ fn main() {
     }
     if fds_later > fds_first_minute {
         failures.push("the agent's open file descriptors grew");
+    }
+    if unanswered > 0 {
+        failures.push("the agent's /metrics did not answer a scrape");
+    }
+    if series_at_one_minute == 0 || series_last_minute > series_at_one_minute {
+        failures.push("the agent's metrics grew in series (label cardinality) with the passes");
     }
     if !stopped {
         failures.push("the agent did not stop cleanly on SIGTERM");
@@ -221,8 +244,12 @@ fn served_past_expiry(cache: &Path, response: &str) -> bool {
         .any(|e| e.password.expose() == password && e.expires_at > now)
 }
 
-/// The agent's resident memory and open descriptors, from /proc.
-fn sample(agent: &Child, at: Duration) -> Sample {
+/// The agent's resident memory and open descriptors, from /proc, and how
+/// many samples its `/metrics` at `metrics` holds.
+fn sample(agent: &Child, at: Duration, metrics: std::net::SocketAddr) -> Sample {
+    let series = fake_clouds::prometheus::get(metrics, "/metrics")
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body.lines().filter(|line| !line.starts_with('#') && !line.is_empty()).count());
     let proc = PathBuf::from(format!("/proc/{}", agent.id()));
     let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
     let rss_kib = status
@@ -231,7 +258,7 @@ fn sample(agent: &Child, at: Duration) -> Sample {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     let fds = std::fs::read_dir(proc.join("fd")).map(|d| d.count()).unwrap_or(0);
-    Sample { at, rss_kib, fds }
+    Sample { at, rss_kib, fds, series }
 }
 
 /// SIGTERM, then whether the agent exited 0 within five seconds.
