@@ -360,3 +360,28 @@ fn prometheus_scrapes_the_agent_and_a_removed_providers_series_go() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[test]
+fn metrics_flags_are_refused_where_they_cannot_work() {
+    let node = Node::new();
+    node.write_config(&[]);
+    // A server for a process that exits after one pass would never be scraped.
+    let (code, stdout, stderr) = node.agent_with(&["--metrics-address", "127.0.0.1:9477"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--every"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let (code, _, stderr) = node.agent_with(&["--every", "1m", "--metrics-address", "nowhere"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("\"nowhere\" is not HOST:PORT"), "{stderr}");
+    // An address already taken: said, before any pass.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let address = taken.local_addr().expect("address").to_string();
+    let (code, stdout, stderr) = node.agent_with(&["--every", "1m", "--metrics-address", &address]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("cannot serve metrics on {address}")), "{stderr}");
+    assert!(stdout.is_empty(), "no pass ran: {stdout}");
+    // A textfile in a directory that does not exist: the pass still runs, and says why there is no file.
+    let (code, stdout, stderr) = node.agent_with(&["--metrics-textfile", "/nonexistent/dir/kcp.prom"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("cannot write the metrics to /nonexistent/dir/kcp.prom"), "{stderr}");
+}
