@@ -1,5 +1,5 @@
-//! No code: this package holds the metadata of the `.deb` and `.rpm`
-//! packages of the release (`[package.metadata.deb]` and
-//! `[package.metadata.generate-rpm]` in its manifest), which
-//! `scripts/build-packages` makes from the static binaries in `dist/`, and
-//! the systemd units they install.
+//! No code: this package holds what the release's `.deb` and `.rpm` are
+//! made from (`[package.metadata.deb]` in its manifest for cargo-deb,
+//! `kubelet-credential-providers.spec` for rpmbuild, the description they
+//! share, and the systemd service they install), which
+//! `scripts/build-packages` packs around the static binaries in `dist/`.
