@@ -326,15 +326,7 @@ fn prometheus_scrapes_the_agent_and_a_removed_providers_series_go() {
 
     let address: std::net::SocketAddr =
         format!("127.0.0.1:{}", fake_clouds::prometheus::free_port()).parse().expect("address");
-    let mut agent = Command::new(agent())
-        .args(["--image-credential-provider-config", &node.path("config.yaml").display().to_string()])
-        .args(["--image-credential-provider-bin-dir", &node.path("bin").display().to_string()])
-        .args(["--every", "1s", "--metrics-address", &address.to_string()])
-        .env("CREDENTIAL_PROVIDER_CACHE_DIR", node.path("cache"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run the agent");
+    let mut agent = spawn_agent(&node, &["--every", "1s", "--metrics-address", &address.to_string()]);
     let scrape = || get(address, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
     let both = wait_for(Duration::from_secs(30), || scrape().filter(|text| mentions(text, "provider", OTHER)));
     let text = both.expect("the agent serves both providers' metrics");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fake_clouds::plugins::for_every_plugin;
+use fake_clouds::plugins::{PLUGINS, for_every_plugin};
 use fake_clouds::{Fault, docker_helper, hardening};
 
 #[test]
@@ -98,5 +98,105 @@ fn klogs_verbosity_flag_is_accepted_as_the_upstream_configs_pass_it() {
             // --v=3 and more log what the plugin does, as -v does; --v=0 is quiet.
             assert_eq!(exec.stderr.contains("fetched a new credential"), logs, "{args:?}: {}", exec.stderr);
         }
+    });
+}
+
+/// A release's manifests, as a CI pipeline checks them before a rollout:
+/// `image` in a Deployment beside another cloud's image, `other` in a
+/// CronJob, and objects that deploy no image.
+fn release_manifests(image: &str, foreign: &str, other: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  template:
+    spec:
+      serviceAccountName: web
+      containers:
+        - {{name: app, image: "{image}:1.0"}}
+        - {{name: sidecar, image: "{foreign}:2.0"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: report, namespace: shop}}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers: [{{name: report, image: "{other}"}}]
+"#
+    )
+}
+
+#[test]
+fn check_reads_a_releases_manifests_and_reports_in_every_format() {
+    for_every_plugin(|row, cloud| {
+        let plugin = cloud.plugin(row.binary());
+        let foreign = PLUGINS.iter().find(|other| other.name != row.name).expect("another plugin").image;
+        let dir = tempfile::tempdir().expect("dir");
+        let manifests = dir.path().join("release.yaml");
+        std::fs::write(&manifests, release_manifests(row.image, foreign, row.other_image)).expect("manifests");
+        let manifests = manifests.display().to_string();
+        let image = format!("{}:1.0", row.image);
+
+        // JSON: every image, where it is used, what became of it.
+        let exec = plugin.exec(&["check", "--manifest", &manifests, "--output", "json"], b"");
+        assert_eq!(exec.code, Some(0), "{}: {}{}", row.name, exec.stdout, exec.stderr);
+        let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
+        assert_eq!(report["allowed"], true);
+        let images = report["images"].as_array().expect("images");
+        let names: Vec<&str> = images.iter().filter_map(|i| i["image"].as_str()).collect();
+        assert_eq!(names, [image.as_str(), &format!("{foreign}:2.0"), row.other_image]);
+        assert_eq!(images[0]["status"], "checked");
+        assert_eq!(images[0]["sources"][0], "Deployment shop/web, container app");
+        assert_eq!(images[0]["service_accounts"][0], "shop/web");
+        assert_eq!(images[1]["status"], "not_this_plugins", "another cloud's image is not a failure");
+        assert_eq!(images[1]["allowed"], true);
+        assert_eq!(images[2]["status"], "checked");
+        assert_eq!(images[2]["sources"][0], "CronJob shop/report, container report");
+        fake_clouds::conformance::expect_no_secrets(&exec.stdout, &cloud.secrets());
+
+        // The manifests on stdin, and an image named on the command line too.
+        let text = std::fs::read(&manifests).expect("manifests");
+        let exec = plugin.exec(&["check", "--image", row.image, "--manifest", "-", "--output", "json"], &text);
+        assert_eq!(exec.code, Some(0), "{}: {}", row.name, exec.stderr);
+        let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
+        assert_eq!(report["images"].as_array().map(Vec::len), Some(4));
+
+        // JUnit, as a CI server's test reporter reads it: a suite per image.
+        let exec = plugin.exec(&["check", "--manifest", &manifests, "--output", "junit"], b"");
+        assert_eq!(exec.code, Some(0), "{}: {}", row.name, exec.stderr);
+        let junit = fake_clouds::junit::read(&exec.stdout);
+        assert_eq!(junit.suites.len(), 3, "{junit:?}");
+        assert_eq!((junit.failures, junit.errors, junit.skipped), (0, 0, 1), "{junit:?}");
+        assert!(junit.tests > 3, "a case per permission: {junit:?}");
+
+        // Only another cloud's images: a mistake, said on stderr, nothing on stdout.
+        let exec = plugin.exec(&["check", "--image", foreign], b"");
+        assert_eq!(exec.code, Some(1), "{}: {}", row.name, exec.stderr);
+        assert_eq!(exec.stdout, "");
+        assert!(exec.stderr.contains("is not one this plugin serves"), "{}", exec.stderr);
+
+        // The cloud refuses the node: failures with the cloud's reason, in every format.
+        cloud.set_fault(Some(Fault::Status(403)));
+        let exec = plugin.exec(&["check", "--manifest", &manifests, "--output", "junit"], b"");
+        assert_eq!(exec.code, Some(2), "{}: {}", row.name, exec.stderr);
+        let junit = fake_clouds::junit::read(&exec.stdout);
+        assert!(junit.failures + junit.errors > 0, "{}: {junit:?}", row.name);
+        assert!(junit.not_passed.iter().all(|case| !case.starts_with(foreign)), "{junit:?}");
+        let exec = plugin.exec(&["check", "--manifest", &manifests, "--output", "github"], b"");
+        assert_eq!(exec.code, Some(2));
+        assert!(exec.stdout.lines().any(|line| line.starts_with("::error title=")), "{}: {}", row.name, exec.stdout);
+        assert!(exec.stdout.lines().any(|line| line.starts_with("::notice title=")), "{}", exec.stdout);
+        fake_clouds::conformance::expect_no_secrets(&exec.stdout, &cloud.secrets());
+        cloud.set_fault(None);
     });
 }

@@ -1,15 +1,19 @@
-//! The report `check` prints: one row per permission a pull needs.
+//! The report `check` prints: for each image, one row per permission a pull
+//! needs.
 //!
-//! Each plugin decides which steps to run and how to read its cloud's answers;
-//! the report's shape, its table and its JSON are the same for every plugin so
-//! that CI pipelines can parse any of them alike.
+//! Each plugin decides which steps to run and how to read its cloud's answers
+//! (a [`CheckReport`] per image); a [`CheckRun`] gathers them, with the images
+//! that are not the plugin's, and prints them the same way for every plugin
+//! (and for `kubelet-simulator check`, which merges the plugins' JSON): a
+//! table for a person, JSON for a program, JUnit XML for a CI server's test
+//! reporter, GitHub Actions annotations for a workflow's log.
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one step found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The identity holds this permission.
@@ -28,9 +32,7 @@ impl Outcome {
             Outcome::Unknown => "unknown",
         }
     }
-}
 
-impl Outcome {
     /// How a failed step reads: a refusal is `Denied`, anything else `Unknown`.
     pub fn of_error(error: &crate::error::Error) -> Outcome {
         match error {
@@ -41,7 +43,7 @@ impl Outcome {
 }
 
 /// One permission and what the cloud said about it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckStep {
     pub action: String,
     #[serde(rename = "result")]
@@ -55,8 +57,8 @@ impl CheckStep {
     }
 }
 
-/// The whole report.
-#[derive(Clone, Debug, Serialize)]
+/// What a plugin found for one image.
+#[derive(Clone, Debug)]
 pub struct CheckReport {
     pub image: String,
     /// Who the checks ran as (an ARN, a service account, a principal).
@@ -67,55 +69,303 @@ pub struct CheckReport {
 /// How to print a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// A table per image, for a person.
     Table,
+    /// One JSON document.
     Json,
+    /// JUnit XML: a test suite per image, a test case per permission.
+    Junit,
+    /// GitHub Actions workflow commands: an annotation per permission that did not pass.
+    Github,
 }
 
-impl CheckReport {
-    /// Whether every step passed: the only case `check` exits 0.
-    pub fn all_allowed(&self) -> bool {
-        !self.steps.is_empty() && self.steps.iter().all(|s| s.outcome == Outcome::Allowed)
+/// What became of one image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The plugin checked every permission a pull needs.
+    Checked { identity: String, checks: Vec<CheckStep> },
+    /// The plugin does not serve this image's registry: some other provider's, or none's.
+    NotThisPlugins { reason: String },
+    /// No provider of the kubelet's config matches the image: the kubelet
+    /// pulls it without credentials (`kubelet-simulator check`).
+    NoProvider,
+    /// The check could not run (a bad image reference, a plugin that failed).
+    Failed { error: String },
+}
+
+/// One image of a check, where it comes from, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageCheck {
+    pub image: String,
+    /// The manifests' workloads and containers that use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// The service accounts their pods run as (`namespace/name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    /// The kubelet config's provider that checked it (`kubelet-simulator check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Whether the image passed: every permission allowed, or nothing of this
+    /// plugin's to check.
+    pub allowed: bool,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+impl ImageCheck {
+    pub fn new(image: impl Into<String>, verdict: Verdict) -> ImageCheck {
+        let allowed = match &verdict {
+            Verdict::Checked { checks, .. } => {
+                !checks.is_empty() && checks.iter().all(|s| s.outcome == Outcome::Allowed)
+            }
+            Verdict::NotThisPlugins { .. } | Verdict::NoProvider => true,
+            Verdict::Failed { .. } => false,
+        };
+        ImageCheck {
+            image: image.into(),
+            sources: Vec::new(),
+            service_accounts: Vec::new(),
+            provider: None,
+            allowed,
+            verdict,
+        }
     }
 
-    /// The report for a person: a header and an aligned table.
-    pub fn to_table(&self) -> String {
-        let width = self.steps.iter().map(|s| s.action.len()).max().unwrap_or(0).max(6);
-        let mut out = String::new();
-        let _ = writeln!(out, "image:    {}", self.image);
-        let _ = writeln!(out, "identity: {}", self.identity);
-        let _ = writeln!(out);
-        let _ = writeln!(out, "{:<width$}  {:<7}  DETAIL", "ACTION", "RESULT");
-        for step in &self.steps {
-            let _ = writeln!(out, "{:<width$}  {:<7}  {}", step.action, step.outcome.as_str(), one_line(&step.detail));
+    /// The image a plugin checked.
+    pub fn checked(report: CheckReport) -> ImageCheck {
+        ImageCheck::new(report.image, Verdict::Checked { identity: report.identity, checks: report.steps })
+    }
+
+    /// The permissions checked (none unless [`Verdict::Checked`]).
+    pub fn steps(&self) -> &[CheckStep] {
+        match &self.verdict {
+            Verdict::Checked { checks, .. } => checks,
+            _ => &[],
         }
-        let _ = writeln!(out);
-        let verdict = if self.all_allowed() {
-            "every permission a pull needs is granted"
-        } else {
-            "some permissions a pull needs are missing or could not be checked"
+    }
+
+    /// What the image's status says in a sentence, for a person.
+    fn status_line(&self) -> String {
+        match &self.verdict {
+            Verdict::Checked { identity, .. } => format!("checked as {identity}"),
+            Verdict::NotThisPlugins { reason } => format!("not this plugin's: {reason}"),
+            Verdict::NoProvider => "pulled without credentials: no provider of the config matches it".to_string(),
+            Verdict::Failed { error } => format!("could not be checked: {error}"),
+        }
+    }
+}
+
+/// A whole check: every image, and whether all passed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRun {
+    /// Whether every image passed: the only case `check` exits 0.
+    pub allowed: bool,
+    pub images: Vec<ImageCheck>,
+}
+
+impl CheckRun {
+    pub fn new(images: Vec<ImageCheck>) -> CheckRun {
+        let allowed = !images.is_empty() && images.iter().all(|i| i.allowed);
+        CheckRun { allowed, images }
+    }
+
+    /// How many images did not pass, and how many checks of theirs.
+    pub fn failures(&self) -> (usize, usize) {
+        let images = self.images.iter().filter(|i| !i.allowed).count();
+        let checks = self.images.iter().flat_map(|i| i.steps()).filter(|s| s.outcome != Outcome::Allowed).count();
+        (images, checks)
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Table => self.to_table(),
+            OutputFormat::Json => self.to_json(),
+            OutputFormat::Junit => self.to_junit(),
+            OutputFormat::Github => self.to_github(),
+        }
+    }
+
+    /// For a person: per image, where it is used and an aligned table.
+    pub fn to_table(&self) -> String {
+        let width = self.images.iter().flat_map(|i| i.steps()).map(|s| s.action.len()).max().unwrap_or(0).max(6);
+        let mut out = String::new();
+        for image in &self.images {
+            let _ = writeln!(out, "image:    {}", image.image);
+            if let Some(provider) = &image.provider {
+                let _ = writeln!(out, "provider: {provider}");
+            }
+            for source in &image.sources {
+                let _ = writeln!(out, "used by:  {source}");
+            }
+            if !image.service_accounts.is_empty() {
+                let _ = writeln!(out, "pods run as: {}", image.service_accounts.join(", "));
+            }
+            match &image.verdict {
+                Verdict::Checked { identity, checks } => {
+                    let _ = writeln!(out, "identity: {identity}");
+                    let _ = writeln!(out);
+                    let _ = writeln!(out, "{:<width$}  {:<7}  DETAIL", "ACTION", "RESULT");
+                    for step in checks {
+                        let _ = writeln!(
+                            out,
+                            "{:<width$}  {:<7}  {}",
+                            step.action,
+                            step.outcome.as_str(),
+                            one_line(&step.detail)
+                        );
+                    }
+                }
+                _ => {
+                    let _ = writeln!(out, "{}", image.status_line());
+                }
+            }
+            let _ = writeln!(out);
+        }
+        let (images, checks) = self.failures();
+        let verdict = match (self.allowed, self.images.len()) {
+            (_, 0) => "no image to check".to_string(),
+            (true, 1) => "every permission a pull needs is granted".to_string(),
+            (true, n) => format!("every permission a pull needs is granted, for all {n} images"),
+            (false, n) => {
+                format!("{images} of {n} images cannot be shown to pull: {checks} permissions missing or not checked")
+            }
         };
         let _ = writeln!(out, "{verdict}");
         out
     }
 
-    /// The report for a machine.
+    /// For a program.
     pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Json<'a> {
-            image: &'a str,
-            identity: &'a str,
-            allowed: bool,
-            checks: &'a [CheckStep],
-        }
-        let mut json = serde_json::to_string_pretty(&Json {
-            image: &self.image,
-            identity: &self.identity,
-            allowed: self.all_allowed(),
-            checks: &self.steps,
-        })
-        .unwrap_or_default();
+        let mut json = serde_json::to_string_pretty(self).unwrap_or_default();
         json.push('\n');
         json
+    }
+
+    /// JUnit XML, as GitLab, Jenkins and GitHub's test reporters read it: a
+    /// suite per image, a case per permission (a denial a failure, an
+    /// unknown an error); an image that is not the plugin's, or that no
+    /// provider serves, one skipped case.
+    pub fn to_junit(&self) -> String {
+        let cases: usize = self.images.iter().map(|i| i.steps().len().max(1)).sum();
+        let count =
+            |outcome: Outcome| self.images.iter().flat_map(|i| i.steps()).filter(|s| s.outcome == outcome).count();
+        let failed_images = self.images.iter().filter(|i| matches!(i.verdict, Verdict::Failed { .. })).count();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"credential provider check\" tests=\"{cases}\" failures=\"{}\" errors=\"{}\">",
+            count(Outcome::Denied),
+            count(Outcome::Unknown) + failed_images
+        );
+        for image in &self.images {
+            let steps = image.steps();
+            let denied = steps.iter().filter(|s| s.outcome == Outcome::Denied).count();
+            let unknown = steps.iter().filter(|s| s.outcome == Outcome::Unknown).count();
+            let errors = unknown + usize::from(matches!(image.verdict, Verdict::Failed { .. }));
+            let skipped = usize::from(matches!(image.verdict, Verdict::NotThisPlugins { .. } | Verdict::NoProvider));
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{denied}\" errors=\"{errors}\" skipped=\"{skipped}\">",
+                xml(&image.image),
+                steps.len().max(1)
+            );
+            let mut properties = Vec::new();
+            if let Verdict::Checked { identity, .. } = &image.verdict {
+                properties.push(("identity", identity.as_str()));
+            }
+            if let Some(provider) = &image.provider {
+                properties.push(("provider", provider.as_str()));
+            }
+            properties.extend(image.sources.iter().map(|s| ("used by", s.as_str())));
+            properties.extend(image.service_accounts.iter().map(|s| ("service account", s.as_str())));
+            if !properties.is_empty() {
+                let _ = writeln!(out, "    <properties>");
+                for (name, value) in properties {
+                    let _ = writeln!(out, "      <property name=\"{name}\" value=\"{}\"/>", xml(value));
+                }
+                let _ = writeln!(out, "    </properties>");
+            }
+            let classname = xml(&image.image);
+            match &image.verdict {
+                Verdict::Checked { checks, .. } => {
+                    for step in checks {
+                        let name = xml(&step.action);
+                        let detail = xml(&one_line(&step.detail));
+                        match step.outcome {
+                            Outcome::Allowed => {
+                                let _ = writeln!(out, "    <testcase classname=\"{classname}\" name=\"{name}\"/>");
+                            }
+                            outcome => {
+                                let element = if outcome == Outcome::Denied { "failure" } else { "error" };
+                                let _ = writeln!(
+                                    out,
+                                    "    <testcase classname=\"{classname}\" name=\"{name}\">\n      <{element} type=\"{}\" message=\"{detail}\">{detail}</{element}>\n    </testcase>",
+                                    outcome.as_str()
+                                );
+                            }
+                        }
+                    }
+                }
+                Verdict::NotThisPlugins { .. } | Verdict::NoProvider => {
+                    let _ = writeln!(
+                        out,
+                        "    <testcase classname=\"{classname}\" name=\"pull\">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        xml(&image.status_line())
+                    );
+                }
+                Verdict::Failed { error } => {
+                    let _ = writeln!(
+                        out,
+                        "    <testcase classname=\"{classname}\" name=\"pull\">\n      <error type=\"failed\" message=\"{0}\">{0}</error>\n    </testcase>",
+                        xml(&one_line(error))
+                    );
+                }
+            }
+            let _ = writeln!(out, "  </testsuite>");
+        }
+        let _ = writeln!(out, "</testsuites>");
+        out
+    }
+
+    /// GitHub Actions workflow commands: an error per denial and per image
+    /// that could not be checked, a warning per permission that could not be
+    /// told, a notice per image passed over, and the verdict.
+    pub fn to_github(&self) -> String {
+        let mut out = String::new();
+        for image in &self.images {
+            match &image.verdict {
+                Verdict::Checked { identity, checks } => {
+                    for step in checks.iter().filter(|s| s.outcome != Outcome::Allowed) {
+                        let level = if step.outcome == Outcome::Denied { "error" } else { "warning" };
+                        let title = format!("{}: {} {}", image.image, step.action, step.outcome.as_str());
+                        let message = format!("{} (as {identity}): {}", step.action, one_line(&step.detail));
+                        let _ = writeln!(out, "::{level} title={}::{}", github_property(&title), github_data(&message));
+                    }
+                }
+                Verdict::Failed { error } => {
+                    let title = format!("{}: not checked", image.image);
+                    let _ = writeln!(out, "::error title={}::{}", github_property(&title), github_data(error));
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "::notice title={}::{}",
+                        github_property(&image.image),
+                        github_data(&image.status_line())
+                    );
+                }
+            }
+        }
+        let (images, checks) = self.failures();
+        let _ = match self.allowed {
+            true => writeln!(out, "every permission a pull needs is granted, for all {} images", self.images.len()),
+            false => {
+                writeln!(out, "{images} of {} images cannot be shown to pull ({checks} permissions)", self.images.len())
+            }
+        };
+        out
     }
 }
 
@@ -123,25 +373,103 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Text as XML 1.0 attribute or element content: the markup characters
+/// escaped, and the control characters XML cannot hold dropped.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A workflow command's message: `%`, CR and LF escaped as GitHub reads them.
+fn github_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// A workflow command's property value: also `:` and `,`.
+fn github_property(text: &str) -> String {
+    github_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_table_and_json() {
-        let report = CheckReport {
+    fn run() -> CheckRun {
+        let denied = CheckReport {
             image: "r.example/a".into(),
             identity: "arn:aws:iam::1:user/x".into(),
             steps: vec![
                 CheckStep::new("ecr:GetAuthorizationToken", Outcome::Allowed, ""),
-                CheckStep::new("ecr:BatchGetImage", Outcome::Denied, "AccessDenied:\nnot authorized"),
+                CheckStep::new("ecr:BatchGetImage", Outcome::Denied, "AccessDenied:\nnot <authorized> & 100%"),
+                CheckStep::new("ecr:ListImages", Outcome::Unknown, "throttled"),
             ],
         };
-        assert!(!report.all_allowed());
-        let table = report.to_table();
-        assert!(table.contains("ecr:BatchGetImage          denied   AccessDenied: not authorized"), "{table}");
-        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        let mut checked = ImageCheck::checked(denied);
+        checked.sources = vec!["Deployment shop/web, container app".into()];
+        let other = ImageCheck::new("gcr.io/p/x", Verdict::NotThisPlugins { reason: "a Google registry".into() });
+        CheckRun::new(vec![checked, other])
+    }
+
+    #[test]
+    fn a_run_passes_only_when_every_image_does() {
+        let run = run();
+        assert!(!run.allowed);
+        assert_eq!(run.failures(), (1, 2));
+        let other = ImageCheck::new("gcr.io/p/x", Verdict::NotThisPlugins { reason: "r".into() });
+        assert!(CheckRun::new(vec![other]).allowed, "what is not the plugin's does not fail");
+        assert!(!CheckRun::new(Vec::new()).allowed, "nothing checked is not a pass");
+        assert!(!CheckRun::new(vec![ImageCheck::new("x", Verdict::Failed { error: "e".into() })]).allowed);
+    }
+
+    #[test]
+    fn renders_table_and_json() {
+        let run = run();
+        let table = run.to_table();
+        assert!(table.contains("ecr:BatchGetImage          denied   AccessDenied: not <authorized> & 100%"), "{table}");
+        assert!(table.contains("used by:  Deployment shop/web, container app"), "{table}");
+        assert!(table.contains("not this plugin's: a Google registry"), "{table}");
+        assert!(
+            table.contains("1 of 2 images cannot be shown to pull: 2 permissions missing or not checked"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&run.to_json()).expect("json");
         assert_eq!(json["allowed"], false);
-        assert_eq!(json["checks"][1]["result"], "denied");
+        assert_eq!(json["images"][0]["status"], "checked");
+        assert_eq!(json["images"][0]["checks"][1]["result"], "denied");
+        assert_eq!(json["images"][1]["status"], "not_this_plugins");
+        let back: CheckRun = serde_json::from_str(&run.to_json()).expect("reads back");
+        assert_eq!(back, run);
+    }
+
+    #[test]
+    fn renders_junit_and_github_escaped() {
+        let run = run();
+        let junit = run.to_junit();
+        assert!(
+            junit.contains("<testsuites name=\"credential provider check\" tests=\"4\" failures=\"1\" errors=\"1\">"),
+            "{junit}"
+        );
+        assert!(junit.contains("message=\"AccessDenied: not &lt;authorized&gt; &amp; 100%\""), "{junit}");
+        assert!(junit.contains("<skipped message=\"not this plugin&apos;s: a Google registry\"/>"), "{junit}");
+        let github = run.to_github();
+        assert!(
+            github.contains("::error title=r.example/a%3A ecr%3ABatchGetImage denied::ecr:BatchGetImage (as arn:aws:iam::1:user/x): AccessDenied: not <authorized> & 100%25"),
+            "{github}"
+        );
+        assert!(github.contains("::warning title=r.example/a%3A ecr%3AListImages unknown::"), "{github}");
+        assert!(github.contains("::notice title=gcr.io/p/x::not this plugin's"), "{github}");
+        assert_eq!(xml("a\u{1}b\nc"), "ab c");
     }
 }

@@ -49,6 +49,7 @@ pub mod http;
 pub mod image;
 pub mod jwt;
 pub mod logging;
+pub mod manifest;
 pub mod matching;
 pub mod protocol;
 pub mod provider;
@@ -59,7 +60,7 @@ pub mod secret;
 pub mod session;
 pub mod stdio;
 
-pub use check::{CheckReport, CheckStep, Outcome};
+pub use check::{CheckReport, CheckRun, CheckStep, ImageCheck, Outcome, Verdict};
 pub use endpoints::Endpoints;
 pub use error::{Error, FailureClass};
 pub use flow::Credential;

@@ -44,6 +44,8 @@ struct AwsState {
     /// The `RoleSessionName` of each AssumeRoleWithWebIdentity (a trust
     /// policy may name it in an `sts:RoleSessionName` condition).
     session_names: Vec<String>,
+    /// The role and session each access key id issued by AssumeRoleWithWebIdentity stands for.
+    sessions: BTreeMap<String, (String, String)>,
     issued_passwords: Vec<String>,
 }
 
@@ -198,7 +200,7 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
     }
     let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     match form.get("Action").map(String::as_str) {
-        Some(action) => sts(&state, action, &form),
+        Some(action) => sts(&state, action, &form, signer(&headers)),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }
@@ -323,7 +325,7 @@ fn xml(body: String) -> Response {
     (StatusCode::OK, [("content-type", "text/xml")], body).into_response()
 }
 
-fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Response {
+fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>, signer: Option<String>) -> Response {
     let operation = format!("sts:{action}");
     let (_, _, denied) = count(state, &operation);
     if denied {
@@ -354,6 +356,7 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
             {
                 let mut s = lock(state);
                 s.assumed.push((role.clone(), token));
+                s.sessions.insert(key_id.clone(), (role.clone(), session_name.clone()));
                 s.session_names.push(session_name);
                 s.secrets.push(secret.clone());
                 s.secrets.push(session.clone());
@@ -378,16 +381,27 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>) -> Respons
 </AssumeRoleWithWebIdentityResponse>"#
             ))
         }
-        "GetCallerIdentity" => xml(format!(
-            r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+        "GetCallerIdentity" => {
+            // Whoever signed: a session of an assumed role, else the node's user.
+            let session = signer.and_then(|key| lock(state).sessions.get(&key).cloned());
+            let arn = match session {
+                Some((role, session)) => {
+                    let name = role.rsplit('/').next().unwrap_or_default();
+                    format!("arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{session}")
+                }
+                None => format!("arn:aws:iam::{ACCOUNT}:user/fake"),
+            };
+            xml(format!(
+                r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <GetCallerIdentityResult>
-    <Arn>arn:aws:iam::{ACCOUNT}:user/fake</Arn>
+    <Arn>{arn}</Arn>
     <UserId>AIDAFAKE</UserId>
     <Account>{ACCOUNT}</Account>
   </GetCallerIdentityResult>
   <ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata>
 </GetCallerIdentityResponse>"#
-        )),
+            ))
+        }
         _ => sts_error(400, "InvalidAction", &format!("the fake does not do {operation}")),
     }
 }

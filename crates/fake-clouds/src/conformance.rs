@@ -199,6 +199,30 @@ impl PluginUnderTest {
     }
 }
 
+/// `check --image IMAGE --output json` as the pod's service account `sa`
+/// (its token in a file, its annotations as flags), with `args` before the
+/// subcommand: the exec, and its report (`Null` when there is none).
+pub fn check_as_service_account(
+    plugin: &PluginUnderTest,
+    args: &[&str],
+    image: &str,
+    sa: &TestServiceAccount,
+) -> (Exec, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("a directory for the token");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, sa.token.as_deref().unwrap_or_default()).expect("token file");
+    let token_file = token_file.display().to_string();
+    let annotations: Vec<String> = sa.annotations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["check", "--image", image, "--output", "json", "--service-account-token-file", &token_file]);
+    for annotation in &annotations {
+        all.extend(["--service-account-annotation", annotation.as_str()]);
+    }
+    let exec = plugin.exec(&all, b"");
+    let report = serde_json::from_str(&exec.stdout).unwrap_or_default();
+    (exec, report)
+}
+
 /// A request as the kubelet writes it. `unknown_fields` adds fields a later
 /// kubelet might send, which a plugin must ignore.
 pub fn request_json(

@@ -13,6 +13,7 @@ pub mod examples;
 pub mod google;
 pub mod hardening;
 pub mod ibm;
+pub mod junit;
 pub mod moto;
 pub mod netns;
 pub mod oci;

@@ -86,7 +86,7 @@ pub const PLUGINS: &[PluginRow] = &[
         image: "gcr.io/fake-project/app",
         other_image: "us-docker.pkg.dev/fake-project/images/app",
         lookalikes: &["gcr.io.evil.io/x", "a.b.gcr.io/x", "us-python.pkg.dev/p/r/i", "docker.a.b.rep.pkg.dev/p/r/i"],
-        start: || Box::new(FakeGoogle::start()),
+        start: || Box::new(google_with_registry()),
     },
     PluginRow {
         name: "acr",
@@ -98,21 +98,21 @@ pub const PLUGINS: &[PluginRow] = &[
             "evil.com/x.azurecr.io",
             "myacr.eastus.data.azurecr.io/x",
         ],
-        start: || Box::new(AzureWithRegistry::start()),
+        start: || Box::new(azure_with_registry()),
     },
     PluginRow {
         name: "icr",
         image: "us.icr.io/team/app",
         other_image: "de.icr.io/team/app",
         lookalikes: &["cp.icr.io/cp/app", "icr.io.evil.com/x", "xx.icr.io/x", "registry.mars.bluemix.net/x"],
-        start: || Box::new(FakeIbm::start()),
+        start: || Box::new(ibm_with_registry()),
     },
     PluginRow {
         name: "ocir",
         image: "iad.ocir.io/tenancy-namespace/team/app",
         other_image: "phx.ocir.io/ns/app",
         lookalikes: &["iadx.ocir.io/x", "ocir.us-ashburn-1.oci.evil.com/x", "container-registry.oracle.com/x"],
-        start: || Box::new(OciWithRegistry::start()),
+        start: || Box::new(oci_with_registry()),
     },
 ];
 
@@ -196,77 +196,137 @@ const ACR_HOSTS: &[&str] = &[
     "myacr.azurecr.de",
 ];
 
-/// Entra ID and IMDS, and an ACR that trusts their tokens.
-#[derive(Debug)]
-pub struct AzureWithRegistry {
-    pub azure: FakeAzure,
-    pub registry: FakeRegistry,
-}
+/// The OCIR hosts the fake registry answers for.
+const OCIR_HOSTS: &[&str] = &["iad.ocir.io", "phx.ocir.io", "ocir.us-ashburn-1.oci.oraclecloud.com"];
 
-impl AzureWithRegistry {
-    pub fn start() -> AzureWithRegistry {
-        let azure = FakeAzure::start();
-        let registry = FakeRegistry::start_acr(azure.token_check());
-        AzureWithRegistry { azure, registry }
-    }
-}
+/// The Google registry hosts the fake registry answers for.
+const GOOGLE_HOSTS: &[&str] = &["gcr.io", "eu.gcr.io", "us-docker.pkg.dev", "docker.us-central1.rep.pkg.dev"];
 
-impl FakeCloud for AzureWithRegistry {
+/// The ICR hosts the fake registry answers for.
+const ICR_HOSTS: &[&str] = &["us.icr.io", "de.icr.io", "icr.io"];
+
+impl FakeCloud for FakeAzure {
     fn plugin(&self, binary: PathBuf) -> PluginUnderTest {
-        PluginUnderTest::new(binary)
-            .with_env(self.azure.endpoint_env())
-            .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", self.registry.endpoints_for(ACR_HOSTS))])
+        PluginUnderTest::new(binary).with_env(self.endpoint_env())
     }
     fn secrets(&self) -> Vec<String> {
-        [self.azure.secrets(), self.registry.secrets()].concat()
+        FakeAzure::secrets(self)
     }
     fn token_calls(&self) -> usize {
-        self.registry.calls("exchange")
+        self.grants().len()
     }
     fn set_fault(&self, fault: Option<Fault>) {
-        self.azure.set_fault(fault)
+        FakeAzure::set_fault(self, fault)
     }
     fn identity_at(&self, address: &str) -> Option<(Vec<(String, String)>, &'static str)> {
         Some((endpoints_at(address, &["imds", "login"]), "/metadata/identity/oauth2/token"))
     }
 }
 
-/// The OCIR hosts the fake registry answers for.
-const OCIR_HOSTS: &[&str] = &["iad.ocir.io", "phx.ocir.io", "ocir.us-ashburn-1.oci.oraclecloud.com"];
-
-/// OCI's metadata service and federation, and an OCIR that checks their signatures.
-#[derive(Debug)]
-pub struct OciWithRegistry {
-    pub oci: FakeOci,
-    pub registry: FakeRegistry,
-}
-
-impl OciWithRegistry {
-    pub fn start() -> OciWithRegistry {
-        let oci = FakeOci::start();
-        let registry = FakeRegistry::start_ocir(oci.signature_check());
-        OciWithRegistry { oci, registry }
-    }
-}
-
-impl FakeCloud for OciWithRegistry {
+impl FakeCloud for FakeOci {
     fn plugin(&self, binary: PathBuf) -> PluginUnderTest {
-        PluginUnderTest::new(binary)
-            .with_env(self.oci.endpoint_env())
-            .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", self.registry.endpoints_for(OCIR_HOSTS))])
+        PluginUnderTest::new(binary).with_env(self.endpoint_env())
     }
     fn secrets(&self) -> Vec<String> {
-        [self.oci.secrets(), self.registry.secrets()].concat()
+        FakeOci::secrets(self)
     }
     fn token_calls(&self) -> usize {
-        self.registry.calls("ocir-token")
+        self.calls("auth:x509")
     }
     fn set_fault(&self, fault: Option<Fault>) {
-        self.oci.set_fault(fault)
+        FakeOci::set_fault(self, fault)
     }
     fn identity_at(&self, address: &str) -> Option<(Vec<(String, String)>, &'static str)> {
         Some((endpoints_at(address, &["imds", "auth"]), "/opc/v2/identity/cert.pem"))
     }
+}
+
+/// A cloud's identity service, and a registry that trusts what it issues,
+/// answering for `hosts`: the plugin's `check` proves a pull against it.
+#[derive(Debug)]
+pub struct WithRegistry<C> {
+    pub cloud: C,
+    pub registry: FakeRegistry,
+    hosts: &'static [&'static str],
+    /// The registry's count of credentials it issued, where the registry
+    /// issues the plugin's credential (ACR's exchange, OCIR's token).
+    issued: Option<&'static str>,
+}
+
+impl<C> WithRegistry<C> {
+    /// `cloud`, and the registry `registry` makes for it.
+    fn start(
+        cloud: C,
+        registry: impl FnOnce(&C) -> FakeRegistry,
+        hosts: &'static [&'static str],
+        issued: Option<&'static str>,
+    ) -> WithRegistry<C> {
+        let registry = registry(&cloud);
+        WithRegistry { cloud, registry, hosts, issued }
+    }
+}
+
+impl<C: FakeCloud> FakeCloud for WithRegistry<C> {
+    fn plugin(&self, binary: PathBuf) -> PluginUnderTest {
+        self.cloud
+            .plugin(binary)
+            .with_env([("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", self.registry.endpoints_for(self.hosts))])
+    }
+    fn secrets(&self) -> Vec<String> {
+        [self.cloud.secrets(), self.registry.secrets()].concat()
+    }
+    fn token_calls(&self) -> usize {
+        match self.issued {
+            Some(what) => self.registry.calls(what),
+            None => self.cloud.token_calls(),
+        }
+    }
+    fn set_fault(&self, fault: Option<Fault>) {
+        self.cloud.set_fault(fault)
+    }
+    fn identity_at(&self, address: &str) -> Option<(Vec<(String, String)>, &'static str)> {
+        self.cloud.identity_at(address)
+    }
+}
+
+/// Google's metadata server and STS, and a registry that takes their access tokens.
+pub fn google_with_registry() -> WithRegistry<FakeGoogle> {
+    let registry = |_: &FakeGoogle| {
+        let registry = FakeRegistry::start();
+        registry.accept(|user, password| user == "oauth2accesstoken" && password.starts_with("ya29."));
+        registry
+    };
+    WithRegistry::start(FakeGoogle::start(), registry, GOOGLE_HOSTS, None)
+}
+
+/// Entra ID and IMDS, and an ACR that trusts their tokens.
+pub fn azure_with_registry() -> WithRegistry<FakeAzure> {
+    WithRegistry::start(
+        FakeAzure::start(),
+        |azure| FakeRegistry::start_acr(azure.token_check()),
+        ACR_HOSTS,
+        Some("exchange"),
+    )
+}
+
+/// IBM Cloud's IAM and VPC identity, and an ICR that takes their tokens.
+pub fn ibm_with_registry() -> WithRegistry<FakeIbm> {
+    let registry = |ibm: &FakeIbm| {
+        let registry = FakeRegistry::start();
+        registry.accept(ibm.registry_check());
+        registry
+    };
+    WithRegistry::start(FakeIbm::start(), registry, ICR_HOSTS, None)
+}
+
+/// OCI's metadata service and federation, and an OCIR that checks their signatures.
+pub fn oci_with_registry() -> WithRegistry<FakeOci> {
+    WithRegistry::start(
+        FakeOci::start(),
+        |oci| FakeRegistry::start_ocir(oci.signature_check()),
+        OCIR_HOSTS,
+        Some("ocir-token"),
+    )
 }
 
 /// Runs `check` for every plugin of the table, one after the other (each

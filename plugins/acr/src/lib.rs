@@ -155,7 +155,7 @@ impl Provider for Acr {
         image: &ImageRef,
         _sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error> {
-        Ok(check::run(self, image, &plan.target).await)
+        Ok(check::run(self, image, &plan.target, plan.service_account_token.as_ref()).await)
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::azure::TENANT;
 use fake_clouds::conformance::{
-    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
-    run_conformance,
+    PluginUnderTest, TestServiceAccount, check_as_service_account, expect_accepted, expect_no_secrets, expect_rejected,
+    request_json, run_conformance,
 };
 use fake_clouds::registry::ACR_USERNAME;
 use fake_clouds::server::nonce;
@@ -219,6 +219,14 @@ fn kep_4412_uses_the_service_accounts_application() {
     assert!(grants.contains(&("system".to_string(), "imds".to_string())), "{grants:?}");
     assert_eq!(grants.len(), 2, "{grants:?}");
     assert!(clouds.registry.exchange_tenants().contains(&Some(tenant.to_string())));
+
+    // `check` as the service account: the application's assertion, never the node's identity.
+    let (exec, report) = check_as_service_account(&clouds.plugin(), &[], IMAGE, &sa);
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    assert!(report["images"][0]["identity"].as_str().is_some_and(|i| i.contains(APP)), "{report}");
+    let grants = clouds.azure.grants();
+    assert_eq!(grants.iter().filter(|g| g.1 == "assertion").count(), 2, "{grants:?}");
+    assert_eq!(grants.iter().filter(|g| g.1 == "imds").count(), 1, "{grants:?}");
 }
 
 #[test]
@@ -344,9 +352,9 @@ fn check_reports_the_token_the_exchange_and_pull() {
     assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json");
     assert_eq!(report["allowed"], true);
-    assert_eq!(report["identity"], "system-assigned managed identity");
+    assert_eq!(report["images"][0]["identity"], "system-assigned managed identity");
     let actions: Vec<&str> =
-        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+        report["images"][0]["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
         [

@@ -7,11 +7,11 @@
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_ecr::types::ImageIdentifier;
-use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Secret};
 
-use crate::Ecr;
 use crate::aws_error::{AwsFailure, no_credentials_message};
 use crate::hosts::EcrRegistry;
+use crate::{Ecr, StsSigning};
 
 /// A digest no layer has: the calls that take one then answer "not found"
 /// when allowed, and "access denied" when not.
@@ -34,9 +34,30 @@ where
     }
 }
 
-pub(crate) async fn run(ecr: &Ecr, sdk: &SdkConfig, image: &ImageRef, registry: &EcrRegistry) -> CheckReport {
+/// Every permission a pull of `image` needs, as the node, or as `role`
+/// assumed with a pod's service-account token (KEP-4412).
+pub(crate) async fn run(
+    ecr: &Ecr,
+    sdk: &SdkConfig,
+    image: &ImageRef,
+    registry: &EcrRegistry,
+    role: Option<(&str, &Secret)>,
+) -> CheckReport {
+    let report = |identity: String, steps| CheckReport { image: image.to_string(), identity, steps };
+    let assumed = match role {
+        Some((role, token)) => match ecr.assume_role(sdk, role, token).await {
+            Ok(credentials) => Some(credentials),
+            Err(error) => {
+                let step =
+                    CheckStep::new("sts:AssumeRoleWithWebIdentity", Outcome::of_error(&error), error.to_string());
+                return report(format!("{role} (not assumed)"), vec![step]);
+            }
+        },
+        None => None,
+    };
     // Without an identity every call would fail the same way: say it once.
-    if let Some(provider) = sdk.credentials_provider()
+    if assumed.is_none()
+        && let Some(provider) = sdk.credentials_provider()
         && let Err(error) = provider.provide_credentials().await
     {
         let message = no_credentials_message(&error);
@@ -47,17 +68,29 @@ pub(crate) async fn run(ecr: &Ecr, sdk: &SdkConfig, image: &ImageRef, registry: 
             steps: vec![CheckStep::new("AWS credentials", Outcome::Unknown, message)],
         };
     }
-    let identity = match ecr.sts_client(sdk, true).get_caller_identity().send().await {
+    let signing = match &assumed {
+        Some(credentials) => StsSigning::As(credentials.clone()),
+        None => StsSigning::Node,
+    };
+    let identity = match ecr.sts_client(sdk, signing).get_caller_identity().send().await {
         Ok(output) => output.arn().unwrap_or("unknown").to_string(),
         Err(error) => format!("unknown ({})", AwsFailure::from_sdk(&error).message),
     };
-    let steps = match registry {
+    let mut steps = Vec::new();
+    if role.is_some() {
+        steps.push(CheckStep::new(
+            "sts:AssumeRoleWithWebIdentity",
+            Outcome::Allowed,
+            "with the service account's token",
+        ));
+    }
+    steps.extend(match registry {
         EcrRegistry::Private { account, fips, dual_stack, .. } => {
-            private_steps(&ecr.ecr_client(sdk, *fips, *dual_stack, None), account, image).await
+            private_steps(&ecr.ecr_client(sdk, *fips, *dual_stack, assumed), account, image).await
         }
-        EcrRegistry::Public { dual_stack } => public_steps(&ecr.ecr_public_client(sdk, *dual_stack, None)).await,
-    };
-    CheckReport { image: image.to_string(), identity, steps }
+        EcrRegistry::Public { dual_stack } => public_steps(&ecr.ecr_public_client(sdk, *dual_stack, assumed)).await,
+    });
+    report(identity, steps)
 }
 
 async fn private_steps(client: &aws_sdk_ecr::Client, account: &str, image: &ImageRef) -> Vec<CheckStep> {

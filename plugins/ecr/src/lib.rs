@@ -180,9 +180,24 @@ impl Provider for Ecr {
         image: &ImageRef,
         _sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error> {
-        let sdk = self.sdk_config(plan.target.registry.region()).await?;
-        Ok(check::run(self, &sdk, image, &plan.target.registry).await)
+        let target = &plan.target;
+        let sdk = self.sdk_config(target.registry.region()).await?;
+        let role = match (&target.role_arn, &plan.service_account_token) {
+            (Some(role), Some(token)) => Some((role.as_str(), token)),
+            _ => None,
+        };
+        Ok(check::run(self, &sdk, image, &target.registry, role).await)
     }
+}
+
+/// Who signs an STS call.
+enum StsSigning {
+    /// Nobody: a call that carries its own proof (a web identity token).
+    Unsigned,
+    /// The node, by the SDK's default chain.
+    Node,
+    /// These credentials (a role assumed for a service account).
+    As(aws_sdk_ecr::config::Credentials),
 }
 
 impl Ecr {
@@ -252,13 +267,17 @@ impl Ecr {
         aws_sdk_ecrpublic::Client::from_conf(config.build())
     }
 
-    fn sts_client(&self, sdk: &SdkConfig, signed: bool) -> aws_sdk_sts::Client {
+    fn sts_client(&self, sdk: &SdkConfig, signing: StsSigning) -> aws_sdk_sts::Client {
         let mut config = aws_sdk_sts::config::Builder::from(sdk);
-        if !signed {
+        match signing {
             // AssumeRoleWithWebIdentity is unsigned: without a credentials
             // provider the SDK sends it as is instead of first hunting for the
             // node's credentials.
-            config.set_credentials_provider(None);
+            StsSigning::Unsigned => {
+                config.set_credentials_provider(None);
+            }
+            StsSigning::Node => {}
+            StsSigning::As(credentials) => config = config.credentials_provider(credentials),
         }
         if let Some(url) = self.endpoints.get("sts", Some("AWS_ENDPOINT_URL_STS")) {
             config = config.endpoint_url(url);
@@ -274,7 +293,7 @@ impl Ecr {
         token: &Secret,
     ) -> Result<aws_sdk_ecr::config::Credentials, Error> {
         let output = self
-            .sts_client(sdk, false)
+            .sts_client(sdk, StsSigning::Unsigned)
             .assume_role_with_web_identity()
             .role_arn(role)
             // Upstream's fixed name: a trust policy may require it (`sts:RoleSessionName`).

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{
-    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
-    run_conformance,
+    PluginUnderTest, TestServiceAccount, check_as_service_account, expect_accepted, expect_no_secrets, expect_rejected,
+    request_json, run_conformance,
 };
 use fake_clouds::{FakeAws, Fault};
 
@@ -210,6 +210,23 @@ fn kep_4412_assumes_the_annotated_role_with_the_token() {
     // The node's own entry is separate from the tenants'.
     expect_accepted(&plugin.request(&request(PRIVATE)), ApiVersion::V1, PRIVATE, &aws.secrets());
     assert_eq!(aws.signers().last().map(String::as_str), Some("AKIAFAKESTATICKEY001"));
+
+    // `check` as the service account: the role assumed with its token, every call made as the role.
+    let (exec, report) = check_as_service_account(&plugin, &[], PRIVATE, &sa(&a));
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    let image = &report["images"][0];
+    assert_eq!(image["identity"], "arn:aws:sts::123456789012:assumed-role/tenant-a-puller/ecr-credential-provider");
+    assert_eq!(image["checks"][0]["action"], "sts:AssumeRoleWithWebIdentity");
+    assert_eq!(image["checks"].as_array().map(Vec::len), Some(8), "{report}");
+    assert_eq!(aws.calls("sts:AssumeRoleWithWebIdentity"), 3);
+    assert!(aws.signers().last().is_some_and(|s| s.starts_with("ASIAFAKEROLE")), "as the role, not the node");
+    expect_no_secrets(&exec.stderr, &aws.secrets());
+    // A token the role's trust policy refuses: said as the one step, denied.
+    aws.deny("sts:AssumeRoleWithWebIdentity");
+    let (exec, report) = check_as_service_account(&plugin, &[], PRIVATE, &sa(&b));
+    assert_eq!(exec.code, Some(2), "{}", exec.stderr);
+    assert_eq!(report["images"][0]["checks"][0]["result"], "denied", "{report}");
+    expect_no_secrets(&exec.stdout, &aws.secrets());
 }
 
 #[test]
@@ -421,7 +438,7 @@ fn check_reports_every_pull_permission() {
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json report");
     assert_eq!(report["allowed"], false);
-    let results: BTreeMap<String, String> = report["checks"]
+    let results: BTreeMap<String, String> = report["images"][0]["checks"]
         .as_array()
         .expect("checks")
         .iter()
@@ -508,7 +525,7 @@ fn an_unreachable_metadata_service_leads_the_error_line_and_check_says_it_once()
     let exec = plugin.exec(&["check", "--image", PRIVATE, "--output", "json"], b"");
     assert_eq!(exec.code, Some(2), "{}", exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
-    let steps = report["checks"].as_array().cloned().unwrap_or_default();
+    let steps = report["images"][0]["checks"].as_array().cloned().unwrap_or_default();
     assert_eq!(steps.len(), 1, "the identity's failure, once: {steps:?}");
     assert_eq!(steps[0]["action"], "AWS credentials");
     assert_eq!(steps[0]["result"], "unknown");

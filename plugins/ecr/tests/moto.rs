@@ -85,8 +85,8 @@ fn check_against_moto_iam_enforcement() {
     let report: serde_json::Value =
         serde_json::from_str(&exec.stdout).unwrap_or_else(|e| panic!("{e}: {}", exec.stdout));
     fake_clouds::conformance::expect_no_secrets(&exec.stderr, &secrets);
-    assert_eq!(report["identity"], "arn:aws:iam::123456789012:user/puller");
-    let checks = report["checks"].as_array().expect("checks");
+    assert_eq!(report["images"][0]["identity"], "arn:aws:iam::123456789012:user/puller");
+    let checks = report["images"][0]["checks"].as_array().expect("checks");
     assert_eq!(checks.len(), 7);
     for check in checks {
         let (action, result) =

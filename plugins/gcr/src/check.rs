@@ -4,7 +4,7 @@
 
 use credential_provider::clock::unix_now;
 use credential_provider::registry::prove_pull;
-use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Secret};
 
 use crate::credentials_file::CredentialsFile;
 use crate::{Gcr, Identity, USERNAME};
@@ -13,7 +13,12 @@ use crate::{Gcr, Identity, USERNAME};
 const REGISTRY_SCOPES: &[&str] =
     &["https://www.googleapis.com/auth/devstorage", "https://www.googleapis.com/auth/cloud-platform"];
 
-pub async fn run(gcr: &Gcr, image: &ImageRef, identity: &Identity) -> CheckReport {
+pub async fn run(
+    gcr: &Gcr,
+    image: &ImageRef,
+    identity: &Identity,
+    service_account_token: Option<&Secret>,
+) -> CheckReport {
     let mut steps = Vec::new();
     let mut who = identity.describe();
     match identity {
@@ -49,7 +54,7 @@ pub async fn run(gcr: &Gcr, image: &ImageRef, identity: &Identity) -> CheckRepor
 
     let login = match identity {
         Identity::Dockercfg { flow, image } => gcr.dockercfg_login(*flow, image).await,
-        _ => gcr.access_token(identity, None).await.map(|token| {
+        _ => gcr.access_token(identity, service_account_token).await.map(|token| {
             let left = token.expires_at.saturating_sub(unix_now());
             steps.push(CheckStep::new("token", Outcome::Allowed, format!("an access token valid for {left}s more")));
             (USERNAME.to_string(), token.token)

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{
-    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
-    run_conformance,
+    PluginUnderTest, TestServiceAccount, check_as_service_account, expect_accepted, expect_no_secrets, expect_rejected,
+    request_json, run_conformance,
 };
 use fake_clouds::google::{NODE_EMAIL, PROJECT};
 use fake_clouds::server::nonce;
@@ -86,9 +86,25 @@ fn kep_4412_exchanges_the_token_for_the_identity_namespace() {
         assert!(response.auth[host(GCR)].password.starts_with("ya29.sts-"));
     }
     let token = sa.token.clone().unwrap_or_default();
-    assert_eq!(google.exchanges(), vec![(audience, token)], "one exchange; the second exec hit the cache");
+    assert_eq!(
+        google.exchanges(),
+        vec![(audience.clone(), token.clone())],
+        "one exchange; the second exec hit the cache"
+    );
     assert_eq!(google.calls("metadata:token"), 0, "the node's identity was never used");
     assert_eq!(google.calls("metadata:project-id"), 0, "the project was given");
+
+    // `check` as the service account: its token exchanged again, the registry proven with the result.
+    let registry = FakeRegistry::start();
+    registry.accept(|user, password| user == "oauth2accesstoken" && password.starts_with("ya29.sts-"));
+    let mut plugin = plugin;
+    plugin.set_env("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", &registry.endpoints_for(&["gcr.io"]));
+    let (exec, report) = check_as_service_account(&plugin, &args, GCR, &sa);
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    assert!(report["images"][0]["identity"].as_str().is_some_and(|i| i.contains("svc.id.goog")), "{report}");
+    assert_eq!(google.exchanges().len(), 2, "the check's own exchange");
+    assert_eq!(google.calls("metadata:token"), 0, "never the node");
+    expect_no_secrets(&exec.stdout, &google.secrets());
 }
 
 #[test]
@@ -456,9 +472,9 @@ fn check_proves_pull_through_the_registry_handshake() {
     assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json report");
     assert_eq!(report["allowed"], true);
-    assert_eq!(report["identity"], format!("{NODE_EMAIL} (metadata server)"));
+    assert_eq!(report["images"][0]["identity"], format!("{NODE_EMAIL} (metadata server)"));
     let actions: Vec<&str> =
-        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+        report["images"][0]["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -482,7 +498,7 @@ fn check_proves_pull_through_the_registry_handshake() {
     let exec = plugin.exec(&["check", "--image", GCR, "--output", "json"], b"");
     assert_eq!(exec.code, Some(2));
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json report");
-    assert_eq!(report["checks"][0]["result"], "denied");
+    assert_eq!(report["images"][0]["checks"][0]["result"], "denied");
 }
 
 #[test]

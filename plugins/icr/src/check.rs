@@ -3,17 +3,22 @@
 
 use credential_provider::clock::unix_now;
 use credential_provider::registry::prove_pull;
-use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome};
+use credential_provider::{CheckReport, CheckStep, ImageRef, Outcome, Secret};
 
 use crate::{IbmIdentity, Icr, IcrTarget, USERNAME};
 
-pub async fn run(icr: &Icr, image: &ImageRef, target: &IcrTarget) -> CheckReport {
+pub async fn run(
+    icr: &Icr,
+    image: &ImageRef,
+    target: &IcrTarget,
+    service_account_token: Option<&Secret>,
+) -> CheckReport {
     let mut steps = Vec::new();
     let issuer = match &target.identity {
         IbmIdentity::VpcInstance(_) => "the VPC identity service".to_string(),
         _ => target.iam.clone(),
     };
-    match icr.iam_token(target, None).await {
+    match icr.iam_token(target, service_account_token).await {
         Ok(token) => {
             let left = token.expires_at.saturating_sub(unix_now());
             steps.push(CheckStep::new(

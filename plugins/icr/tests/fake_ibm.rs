@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use credential_provider::protocol::ApiVersion;
 use fake_clouds::conformance::{
-    PluginUnderTest, TestServiceAccount, expect_accepted, expect_no_secrets, expect_rejected, request_json,
-    run_conformance,
+    PluginUnderTest, TestServiceAccount, check_as_service_account, expect_accepted, expect_no_secrets, expect_rejected,
+    request_json, run_conformance,
 };
 use fake_clouds::ibm::LINKED_PROFILE;
 use fake_clouds::server::nonce;
@@ -147,6 +147,12 @@ fn kep_4412_trades_the_service_account_token_for_the_annotated_profile() {
     let grants = ibm.grants();
     assert!(grants.contains(&("cr-token".to_string(), format!("id:{PROFILE}"))), "{grants:?}");
     assert_eq!(grants.len(), 2, "one for the token (then cached by its hash), one for the node: {grants:?}");
+
+    // `check` as the service account: its token traded for the profile once more.
+    let (exec, report) = check_as_service_account(&plugin(&ibm), &[], IMAGE, &sa);
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    assert!(report["images"][0]["identity"].as_str().is_some_and(|i| i.contains(PROFILE)), "{report}");
+    assert_eq!(ibm.grants().iter().filter(|g| g.0 == "cr-token").count(), 2, "{:?}", ibm.grants());
 }
 
 #[test]
@@ -239,9 +245,9 @@ fn check_proves_pull_with_the_iam_token() {
     let exec = plugin.exec(&["check", "--image", "us.icr.io/team/app:1.0", "--output", "json"], b"");
     assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json");
-    assert_eq!(report["identity"], "VPC instance identity for its linked trusted profile");
+    assert_eq!(report["images"][0]["identity"], "VPC instance identity for its linked trusted profile");
     let actions: Vec<&str> =
-        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+        report["images"][0]["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
         ["iam:token", "registry:challenge", "registry:token repository:team/app:pull", "registry:pull team/app"]

@@ -262,7 +262,7 @@ fn a_token_refused_before_a_policy_is_not_stuck_after_check() {
     assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
     let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("json");
     let actions: Vec<&str> =
-        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
+        report["images"][0]["checks"].as_array().expect("checks").iter().filter_map(|c| c["action"].as_str()).collect();
     assert_eq!(
         actions,
         [
