@@ -30,12 +30,32 @@ pub struct ManifestImage {
 /// A manifest that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("cannot read {source_name}: {message}")]
+    Read { source_name: String, message: String },
     #[error("{source_name}: not YAML or JSON: {message}")]
     Syntax { source_name: String, message: String },
     #[error("{source_name}: document {document}: {message}")]
     Object { source_name: String, document: usize, message: String },
     #[error("{source_name}: larger than {} MiB", MAX_MANIFEST_BYTES / (1024 * 1024))]
     TooLarge { source_name: String },
+}
+
+/// The images of the manifest file at `path` (`-`: stdin, which must be piped).
+pub fn read(path: &std::path::Path) -> Result<Vec<ManifestImage>, ManifestError> {
+    use std::io::{IsTerminal as _, Read as _};
+    let stdin = path.as_os_str() == "-";
+    let source_name = if stdin { "stdin".to_string() } else { path.display().to_string() };
+    let read_error = |message: String| ManifestError::Read { source_name: source_name.clone(), message };
+    let mut bytes = Vec::new();
+    let limit = MAX_MANIFEST_BYTES as u64 + 1;
+    let read = match stdin {
+        true if std::io::stdin().is_terminal() => return Err(read_error("nothing is piped in".to_string())),
+        true => std::io::stdin().lock().take(limit).read_to_end(&mut bytes),
+        false => std::fs::File::open(path).and_then(|file| file.take(limit).read_to_end(&mut bytes)),
+    };
+    read.map_err(|e| read_error(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| read_error("not UTF-8 text".to_string()))?;
+    images(&source_name, &text)
 }
 
 /// The images of the manifests in `text` (read from `source_name`), in the

@@ -236,8 +236,8 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
                 service_account_from_flags(service_account_token_file.as_deref(), &service_account_annotations)?;
             let mut wanted: Vec<Wanted> = images.into_iter().map(|image| Wanted { image, used: None }).collect();
             for path in &manifests {
-                wanted
-                    .extend(read_manifest(path)?.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) }));
+                let found = manifest::read(path).map_err(|e| Error::Config(e.to_string()))?;
+                wanted.extend(found.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) }));
             }
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
@@ -360,24 +360,6 @@ fn response(
 struct Wanted {
     image: String,
     used: Option<ManifestImage>,
-}
-
-/// The images of a manifest file (`-`: stdin).
-fn read_manifest(path: &std::path::Path) -> Result<Vec<ManifestImage>, Error> {
-    let (name, text) = if path.as_os_str() == "-" {
-        (
-            "stdin".to_string(),
-            stdio::read_stdin(
-                manifest::MAX_MANIFEST_BYTES,
-                "--manifest - reads manifests from stdin, but nothing is piped in",
-            )?,
-        )
-    } else {
-        let text = std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        (path.display().to_string(), text)
-    };
-    let text = String::from_utf8(text).map_err(|_| Error::Config(format!("{name}: not UTF-8 text")))?;
-    manifest::images(&name, &text).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// `PLUGIN check`: every image checked (those this plugin does not serve

@@ -7,8 +7,11 @@
 //!
 //! - [`wire`]: the request the kubelet writes and its strict reading of answers;
 //! - [`simulate`]: matching, running, reading, and the kubelet's keyring order;
-//! - [`report`]: the result for a person, or as JSON for CI.
+//! - [`report`]: the result for a person, or as JSON for CI;
+//! - [`check`]: `kubelet-simulator check`, a release's images checked by the
+//!   providers that match them.
 
+pub mod check;
 pub mod report;
 pub mod simulate;
 pub mod wire;

@@ -1,9 +1,12 @@
 //! `kubelet-simulator`: does what the kubelet does with a credential provider
-//! config, a bin dir and an image, and shows it.
+//! config, a bin dir and an image, and shows it; `kubelet-simulator check`
+//! checks a release's images across clouds, each with the providers the
+//! kubelet would run for it.
 //!
 //! Exit codes: 0, the config is valid (and with `--image`, every provider
-//! that ran answered and some credential is tried); 1, the command line or the
-//! config is invalid; 2, a provider failed or no credential would be tried.
+//! that ran answered and some credential is tried; with `check`, every image
+//! passed); 1, the command line or the config is invalid; 2, a provider failed
+//! or no credential would be tried (with `check`: an image did not pass).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +14,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use credential_provider::check::OutputFormat;
 use credential_provider::image::ImageRef;
+use credential_provider::manifest;
 use kubelet_config as config;
+use kubelet_simulator::check::{CheckServiceAccount, Wanted};
 use kubelet_simulator::report;
 use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
 
@@ -26,12 +32,15 @@ enum Output {
 #[derive(Debug, Parser)]
 #[command(name = "kubelet-simulator", version)]
 struct Cli {
-    /// The kubelet's --image-credential-provider-config: a file, or a directory (kubelet 1.34+).
-    #[arg(long = "image-credential-provider-config", value_name = "PATH")]
-    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<SimulatorCommand>,
 
-    /// The kubelet's --image-credential-provider-bin-dir (needed with --image).
-    #[arg(long = "image-credential-provider-bin-dir", value_name = "DIR", requires = "image")]
+    /// The kubelet's --image-credential-provider-config: a file, or a directory (kubelet 1.34+). Required.
+    #[arg(long = "image-credential-provider-config", value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+
+    /// The kubelet's --image-credential-provider-bin-dir (needed with --image and check).
+    #[arg(long = "image-credential-provider-bin-dir", value_name = "DIR", global = true)]
     bin_dir: Option<PathBuf>,
 
     /// The image to pull, as typed (nginx:1.25) or as the kubelet sends it; without it, only the config is validated.
@@ -55,12 +64,34 @@ struct Cli {
     show_secrets: bool,
 
     /// The kubelet's limit on one exec.
-    #[arg(long, value_name = "DURATION", value_parser = humantime_duration, default_value = "60s")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime_duration, default_value = "60s", global = true)]
     timeout: Duration,
 
     /// How to print the result.
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SimulatorCommand {
+    /// Check that every image of a release can be pulled: each by the providers the kubelet would run for it.
+    Check {
+        /// An image to check (may be repeated).
+        #[arg(long = "image", value_name = "IMAGE", required_unless_present = "manifests")]
+        images: Vec<String>,
+        /// Check every image the Kubernetes manifests in FILE deploy (YAML or JSON, - for stdin; may be repeated).
+        #[arg(long = "manifest", value_name = "FILE")]
+        manifests: Vec<PathBuf>,
+        /// Check as a pod's service account: a file holding its token, for the providers with tokenAttributes.
+        #[arg(long, value_name = "FILE")]
+        service_account_token_file: Option<PathBuf>,
+        /// The service account's annotation (sent to a provider that names its key).
+        #[arg(long = "service-account-annotation", value_name = "KEY=VALUE")]
+        service_account_annotations: Vec<String>,
+        /// How to print the report.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -75,7 +106,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let providers = match config::load(&cli.config) {
+    let Some(config_path) = &cli.config else {
+        eprintln!("kubelet-simulator: --image-credential-provider-config is required (see --help)");
+        return ExitCode::from(1);
+    };
+    let providers = match config::load(config_path) {
         Ok(providers) => providers,
         Err(errors) => {
             match cli.output {
@@ -85,9 +120,36 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(SimulatorCommand::Check {
+        images,
+        manifests,
+        service_account_token_file,
+        service_account_annotations,
+        output,
+    }) = &cli.command
+    {
+        let Some(bin_dir) = &cli.bin_dir else {
+            eprintln!("kubelet-simulator: check needs --image-credential-provider-bin-dir");
+            return ExitCode::from(1);
+        };
+        return check(
+            &providers,
+            bin_dir,
+            images,
+            manifests,
+            service_account_token_file,
+            service_account_annotations,
+            *output,
+            cli.timeout,
+        );
+    }
+    if cli.image.is_some() != cli.bin_dir.is_some() {
+        eprintln!("kubelet-simulator: --image and --image-credential-provider-bin-dir go together (see --help)");
+        return ExitCode::from(1);
+    }
     let (Some(image), Some(bin_dir)) = (&cli.image, &cli.bin_dir) else {
         match cli.output {
-            Output::Table => print!("{}", report::config_table(&cli.config, &providers)),
+            Output::Table => print!("{}", report::config_table(config_path, &providers)),
             Output::Json => println!("{}", serde_json::json!({ "valid": true, "providers": providers.len() })),
         }
         return ExitCode::SUCCESS;
@@ -125,4 +187,41 @@ fn main() -> ExitCode {
         Output::Json => print!("{}", report::simulation_json(&simulation)),
     }
     if simulation.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+/// `kubelet-simulator check`: the images given and those the manifests
+/// deploy, checked by the providers that match them; the report on stdout.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    providers: &[config::Provider],
+    bin_dir: &std::path::Path,
+    images: &[String],
+    manifests: &[PathBuf],
+    token_file: &Option<PathBuf>,
+    annotations: &[String],
+    output: OutputFormat,
+    timeout: Duration,
+) -> ExitCode {
+    let mut wanted: Vec<Wanted> = images.iter().map(|image| Wanted { image: image.clone(), used: None }).collect();
+    for path in manifests {
+        match manifest::read(path) {
+            Ok(found) => wanted.extend(found.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) })),
+            Err(e) => {
+                eprintln!("kubelet-simulator: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut service_account = CheckServiceAccount { token_file: token_file.clone(), annotations: BTreeMap::new() };
+    for annotation in annotations {
+        let Some((key, value)) = annotation.split_once('=') else {
+            eprintln!("kubelet-simulator: --service-account-annotation {annotation:?} is not KEY=VALUE");
+            return ExitCode::from(1);
+        };
+        service_account.annotations.insert(key.to_string(), value.to_string());
+    }
+    let timeout = if timeout > EXEC_TIMEOUT { EXEC_TIMEOUT } else { timeout };
+    let run = kubelet_simulator::check::check(providers, bin_dir, &wanted, &service_account, timeout);
+    print!("{}", run.render(output));
+    if run.allowed { ExitCode::SUCCESS } else { ExitCode::from(2) }
 }

@@ -335,16 +335,16 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// A finished exec.
-struct Exec {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
+pub(crate) struct Exec {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) timed_out: bool,
 }
 
 /// Runs `binary` as the kubelet does: its args, the kubelet's environment with
 /// the config's `env` on top, the request on stdin, killed after `timeout`.
-fn run(
+pub(crate) fn run(
     binary: &Path,
     args: &[String],
     env: &[kubelet_config::EnvVar],
