@@ -200,3 +200,20 @@ fn check_reads_a_releases_manifests_and_reports_in_every_format() {
         cloud.set_fault(None);
     });
 }
+
+#[test]
+fn check_as_where_the_cloud_cannot_evaluate_a_principal_says_how_to_check_instead() {
+    for_every_plugin(|row, cloud| {
+        // ECR's `--as` asks IAM's policy simulator (plugins/ecr/tests).
+        if row.name == "ecr" {
+            return;
+        }
+        let exec = cloud.plugin(row.binary()).exec(&["check", "--as", "some-principal", "--image", row.image], b"");
+        assert_eq!(exec.code, Some(1), "{}: {}", row.name, exec.stderr);
+        assert_eq!(exec.stdout, "", "{}", row.name);
+        assert_eq!(exec.stderr.lines().count(), 1, "{}: {}", row.name, exec.stderr);
+        assert!(exec.stderr.contains("check --as some-principal: "), "{}: {}", row.name, exec.stderr);
+        assert!(exec.stderr.contains(" check "), "says how to check instead: {}", exec.stderr);
+        assert_eq!(cloud.token_calls(), 0, "{}: nothing was fetched", row.name);
+    });
+}

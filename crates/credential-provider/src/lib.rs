@@ -16,6 +16,7 @@
 //! - [`cache`]: the on-disk cache shared by every exec, with its locking;
 //! - [`error`]: the errors a run can end with, and their exit codes;
 //! - [`check`]: the permission report of `check`;
+//! - [`manifest`]: the images a release's Kubernetes manifests deploy;
 //! - [`http`]: the HTTP client, with its timeouts, retries and budget;
 //! - [`registry`]: the OCI token handshake that proves a credential grants pull;
 //! - [`flow`]: how a cached credential is got: lookup, renewal under the

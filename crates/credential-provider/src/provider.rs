@@ -183,6 +183,22 @@ pub trait Provider: Sized + Sync {
         sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error>;
 
+    /// Checks every permission a pull of `image` needs for another principal
+    /// (a node's role, from a CI runner), through the cloud's own evaluation
+    /// of that principal's policies, without acting as it: `check --as`.
+    /// A cloud without such an API says so, and how to check instead.
+    async fn check_as(
+        &self,
+        _plan: &Plan<Self::Target>,
+        _image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        Err(Error::Usage(format!(
+            "check --as {principal}: {} cannot evaluate another principal's permissions; run check on a node with that identity instead",
+            binary_name::<Self>()
+        )))
+    }
+
     /// Proves `credential` works before the kubelet gets it, for a plan that
     /// asks for it ([`Plan::verified_before_use`]). A `Denied` makes the
     /// runner forget the cached credential and fetch once more.

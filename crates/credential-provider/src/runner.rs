@@ -97,6 +97,9 @@ enum Command {
         /// The service account's annotation, as the kubelet would send it (may be repeated).
         #[arg(long = "service-account-annotation", value_name = "KEY=VALUE")]
         service_account_annotations: Vec<String>,
+        /// Check for another principal (e.g. the nodes' role ARN) through the cloud's policy evaluation, from any runner.
+        #[arg(long = "as", value_name = "PRINCIPAL", conflicts_with_all = ["service_account_token_file", "service_account_annotations"])]
+        as_principal: Option<String>,
         /// How to print the report.
         #[arg(long, value_enum, default_value = "table")]
         output: OutputFormat,
@@ -230,7 +233,14 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
         }
     };
     match cli.command {
-        Some(Command::Check { images, manifests, service_account_token_file, service_account_annotations, output }) => {
+        Some(Command::Check {
+            images,
+            manifests,
+            service_account_token_file,
+            service_account_annotations,
+            as_principal,
+            output,
+        }) => {
             let endpoints = endpoints?;
             let service_account =
                 service_account_from_flags(service_account_token_file.as_deref(), &service_account_annotations)?;
@@ -241,7 +251,12 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
             }
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
-            check(&provider, cache.as_ref(), wanted, service_account.as_ref(), output)
+            let identity = match (&as_principal, service_account) {
+                (Some(principal), _) => CheckIdentity::Principal(principal),
+                (None, Some(service_account)) => CheckIdentity::ServiceAccount(service_account),
+                (None, None) => CheckIdentity::Own,
+            };
+            check(&provider, cache.as_ref(), wanted, &identity, output)
         }
         Some(Command::Refresh { every, json }) => {
             let endpoints = endpoints?;
@@ -356,6 +371,16 @@ fn response(
     }
 }
 
+/// Whose permissions `check` checks.
+enum CheckIdentity<'a> {
+    /// This machine's: the node's, on a node.
+    Own,
+    /// A pod's, with its token and annotations.
+    ServiceAccount(ServiceAccount),
+    /// Another principal's, through the cloud's policy evaluation (`--as`).
+    Principal(&'a str),
+}
+
 /// An image `check` was asked about, and where a manifest uses it.
 struct Wanted {
     image: String,
@@ -369,15 +394,17 @@ fn check<P: Provider>(
     provider: &P,
     cache: Option<&Cache>,
     wanted: Vec<Wanted>,
-    service_account: Option<&ServiceAccount>,
+    identity: &CheckIdentity<'_>,
     output: OutputFormat,
 ) -> Result<(), Error> {
     let sessions = Sessions::new(cache, P::NAME);
     let mut images = Vec::with_capacity(wanted.len());
     let mut refused = Vec::new();
     for Wanted { image, used } in wanted {
-        let mut checked = match check_one(provider, cache, &sessions, &image, service_account) {
+        let mut checked = match check_one(provider, cache, &sessions, &image, identity) {
             Ok(checked) => checked,
+            // What cannot work for one image cannot for any (check --as where the cloud has no evaluation).
+            Err(error @ Error::Usage(_)) => return Err(error),
             Err(error @ Error::UnsupportedRegistry { .. }) => {
                 let reason = secret::scrub(&error.to_string());
                 refused.push(error);
@@ -410,16 +437,24 @@ fn check<P: Provider>(
     }
 }
 
-/// One image's check, as the node or as `service_account`.
+/// One image's check, as `identity`.
 fn check_one<P: Provider>(
     provider: &P,
     cache: Option<&Cache>,
     sessions: &Sessions<'_>,
     image: &str,
-    service_account: Option<&ServiceAccount>,
+    identity: &CheckIdentity<'_>,
 ) -> Result<ImageCheck, Error> {
     let image = ImageRef::parse(image)?;
+    let service_account = match identity {
+        CheckIdentity::ServiceAccount(service_account) => Some(service_account),
+        _ => None,
+    };
     let plan = provider.plan(&image, service_account)?;
+    if let CheckIdentity::Principal(principal) = identity {
+        // Nothing is fetched or cached as the principal: nothing to forget.
+        return Ok(ImageCheck::checked(credentials::block_on(provider.check_as(&plan, &image, principal))??));
+    }
     let report = credentials::block_on(provider.check(&plan, &image, sessions))??;
     // A credential cached before a permission was granted must not outlive
     // the check that shows the change: the next exec fetches.

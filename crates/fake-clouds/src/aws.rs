@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
+use crate::aws_iam::{self, Simulation, SourcePolicy};
 pub use crate::server::Fault;
 use crate::server::{FakeServer, lock, nonce};
 
@@ -46,6 +47,12 @@ struct AwsState {
     session_names: Vec<String>,
     /// The role and session each access key id issued by AssumeRoleWithWebIdentity stands for.
     sessions: BTreeMap<String, (String, String)>,
+    /// IAM principals' identity policies, for the policy simulator.
+    principal_policies: BTreeMap<String, Vec<SourcePolicy>>,
+    /// Every SimulatePrincipalPolicy call, page by page.
+    simulations: Vec<Simulation>,
+    /// ECR repositories' own policies, by repository name.
+    repository_policies: BTreeMap<String, String>,
     issued_passwords: Vec<String>,
 }
 
@@ -108,6 +115,7 @@ impl FakeAws {
             ("AWS_ENDPOINT_URL_ECR".into(), url.clone()),
             ("AWS_ENDPOINT_URL_ECR_PUBLIC".into(), url.clone()),
             ("AWS_ENDPOINT_URL_STS".into(), url.clone()),
+            ("AWS_ENDPOINT_URL_IAM".into(), url.clone()),
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), url),
         ]
     }
@@ -174,6 +182,23 @@ impl FakeAws {
     /// (role, token) of every AssumeRoleWithWebIdentity, oldest first.
     pub fn assumed_roles(&self) -> Vec<(String, String)> {
         self.lock().assumed.clone()
+    }
+
+    /// Gives the IAM principal `arn` (a role or a user) the identity policy
+    /// `name` with `document` (JSON), for IAM's policy simulator.
+    pub fn add_principal_policy(&self, arn: &str, name: &str, kind: &str, document: &str) {
+        let policy = SourcePolicy { id: name.into(), kind: kind.into(), document: document.into() };
+        self.lock().principal_policies.entry(arn.to_string()).or_default().push(policy);
+    }
+
+    /// Gives the repository `name` its own policy (`GetRepositoryPolicy` answers it).
+    pub fn set_repository_policy(&self, name: &str, document: &str) {
+        self.lock().repository_policies.insert(name.to_string(), document.to_string());
+    }
+
+    /// Every SimulatePrincipalPolicy call, page by page, oldest first.
+    pub fn simulations(&self) -> Vec<Simulation> {
+        self.lock().simulations.clone()
     }
 
     /// The `RoleSessionName` of every AssumeRoleWithWebIdentity, oldest first.
@@ -304,9 +329,18 @@ async fn ecr(state: &Shared, service: &str, op: &str, signer: Option<String>, bo
         "GetDownloadUrlForLayer" => {
             aws_error(400, "LayersNotFoundException", "The specified layers could not be found.")
         }
-        "GetRepositoryPolicy" => {
-            aws_error(400, "RepositoryPolicyNotFoundException", "Repository policy does not exist for the repository")
-        }
+        "GetRepositoryPolicy" => match lock(state).repository_policies.get(&repository) {
+            Some(policy) => json(serde_json::json!({
+                "registryId": ACCOUNT,
+                "repositoryName": repository,
+                "policyText": policy,
+            })),
+            None => aws_error(
+                400,
+                "RepositoryPolicyNotFoundException",
+                "Repository policy does not exist for the repository",
+            ),
+        },
         "DescribeRepositories" => json(serde_json::json!({
             "repositories": [{
                 "repositoryName": repository,
@@ -326,7 +360,9 @@ fn xml(body: String) -> Response {
 }
 
 fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>, signer: Option<String>) -> Response {
-    let operation = format!("sts:{action}");
+    // The Query APIs of STS and IAM share the fake's endpoint.
+    let service = if action == "SimulatePrincipalPolicy" { "iam" } else { "sts" };
+    let operation = format!("{service}:{action}");
     let (_, _, denied) = count(state, &operation);
     if denied {
         // Echo the token, as a careless server might: the plugin must scrub it.
@@ -334,6 +370,19 @@ fn sts(state: &Shared, action: &str, form: &BTreeMap<String, String>, signer: Op
         return sts_error(403, "AccessDenied", &format!("not authorized to perform {operation} with token {token}"));
     }
     match action {
+        "SimulatePrincipalPolicy" => {
+            let result = {
+                let s = lock(state);
+                aws_iam::simulate(&s.principal_policies, form)
+            };
+            match result {
+                Ok((body, simulation)) => {
+                    lock(state).simulations.push(simulation);
+                    xml(body)
+                }
+                Err((status, code, message)) => sts_error(status, code, &message),
+            }
+        }
         "AssumeRoleWithWebIdentity" => {
             let role = form.get("RoleArn").cloned().unwrap_or_default();
             let token = form.get("WebIdentityToken").cloned().unwrap_or_default();

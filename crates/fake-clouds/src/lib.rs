@@ -6,6 +6,7 @@
 //! API, with secrets they can later look for on stderr.
 
 pub mod aws;
+pub mod aws_iam;
 pub mod azure;
 pub mod conformance;
 pub mod docker_helper;

@@ -171,3 +171,156 @@ async fn public_steps(client: &aws_sdk_ecrpublic::Client) -> Vec<CheckStep> {
         }
     }
 }
+
+/// `check --as PRINCIPAL`: IAM's policy simulator evaluates the principal's
+/// policies (and the repository's own) for every action a pull needs,
+/// without acting as it. The runner needs `iam:SimulatePrincipalPolicy` and,
+/// for a private repository, `ecr:GetRepositoryPolicy` on it.
+pub(crate) async fn run_as(
+    ecr: &Ecr,
+    sdk: &SdkConfig,
+    image: &ImageRef,
+    registry: &EcrRegistry,
+    principal: &str,
+) -> CheckReport {
+    let iam = ecr.iam_client(sdk);
+    let mut steps = Vec::new();
+    match registry {
+        EcrRegistry::Private { account, fips, dual_stack, .. } => {
+            let partition = registry.partition();
+            let repository = image.path.as_str();
+            let arn = format!("arn:{partition}:ecr:{}:{account}:repository/{repository}", registry.region());
+            // The repository's own policy decides cross-account pulls: read as the runner.
+            let client = ecr.ecr_client(sdk, *fips, *dual_stack, None);
+            let policy = match client
+                .get_repository_policy()
+                .registry_id(account)
+                .repository_name(repository)
+                .send()
+                .await
+            {
+                Ok(output) => {
+                    steps.push(CheckStep::new(
+                        "repository policy",
+                        Outcome::Allowed,
+                        "read by the runner; IAM evaluates it with the principal's",
+                    ));
+                    output.policy_text().map(str::to_string)
+                }
+                Err(error) => {
+                    let failure = AwsFailure::from_sdk(&error);
+                    let (outcome, detail) = match failure.code.as_deref() {
+                        Some("RepositoryPolicyNotFoundException") => {
+                            (Outcome::Allowed, "none: the principal's own policies decide".to_string())
+                        }
+                        _ => (
+                            Outcome::Unknown,
+                            format!(
+                                "the runner could not read it ({}); evaluated without it, which cannot judge a pull from another account",
+                                failure.message
+                            ),
+                        ),
+                    };
+                    steps.push(CheckStep::new("repository policy", outcome, detail));
+                    None
+                }
+            };
+            let owner = format!("arn:{partition}:iam::{account}:root");
+            steps.extend(simulate(&iam, principal, &PRIVATE_ACTIONS[..1], "*", None, None).await);
+            steps.extend(simulate(&iam, principal, &PRIVATE_ACTIONS[1..], &arn, policy, Some(owner)).await);
+        }
+        EcrRegistry::Public { .. } => {
+            steps.extend(simulate(&iam, principal, &PUBLIC_ACTIONS, "*", None, None).await);
+        }
+    }
+    CheckReport {
+        image: image.to_string(),
+        identity: format!("{principal} (evaluated by IAM's policy simulator)"),
+        steps,
+    }
+}
+
+/// The actions a pull of a private image needs, the token's first (on `*`):
+/// what `check` calls one by one, and `check --as` has IAM evaluate.
+const PRIVATE_ACTIONS: [&str; 7] = [
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:GetRepositoryPolicy",
+    "ecr:DescribeRepositories",
+    "ecr:ListImages",
+    "ecr:BatchGetImage",
+];
+
+/// The actions a pull from ECR Public needs.
+const PUBLIC_ACTIONS: [&str; 2] = ["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"];
+
+/// One `SimulatePrincipalPolicy` of `actions` on `resource`, every page: a
+/// row per action with IAM's decision and the statement that made it.
+async fn simulate(
+    iam: &aws_sdk_iam::Client,
+    principal: &str,
+    actions: &[&str],
+    resource: &str,
+    resource_policy: Option<String>,
+    resource_owner: Option<String>,
+) -> Vec<CheckStep> {
+    let mut pages = iam
+        .simulate_principal_policy()
+        .policy_source_arn(principal)
+        .set_action_names(Some(actions.iter().map(|a| a.to_string()).collect()))
+        .resource_arns(resource)
+        .set_resource_policy(resource_policy)
+        .set_resource_owner(resource_owner)
+        .into_paginator()
+        .items()
+        .send();
+    let mut steps = Vec::new();
+    while let Some(item) = pages.next().await {
+        match item {
+            Ok(result) => steps.push(evaluation_step(&result)),
+            Err(error) => {
+                // The runner's own failure (no such principal, no permission to
+                // simulate): nothing is known of the principal's rights.
+                let failure = AwsFailure::from_sdk(&error);
+                let detail = format!("iam:SimulatePrincipalPolicy failed: {}", failure.message);
+                let done: Vec<String> = steps.iter().map(|s: &CheckStep| s.action.clone()).collect();
+                steps.extend(
+                    actions
+                        .iter()
+                        .filter(|a| !done.iter().any(|d| d == *a))
+                        .map(|a| CheckStep::new(*a, Outcome::Unknown, detail.clone())),
+                );
+                break;
+            }
+        }
+    }
+    steps
+}
+
+/// IAM's verdict on one action, and the statement that decided it.
+fn evaluation_step(result: &aws_sdk_iam::types::EvaluationResult) -> CheckStep {
+    use aws_sdk_iam::types::PolicyEvaluationDecisionType as Decision;
+    let statements: Vec<String> = result
+        .matched_statements()
+        .iter()
+        .map(|statement| {
+            let kind = statement.source_policy_type().map(|t| t.as_str()).unwrap_or("policy");
+            let line = statement.start_position().map(|p| p.line()).unwrap_or(0);
+            format!("{} ({kind} policy), line {line}", statement.source_policy_id().unwrap_or("?"))
+        })
+        .collect();
+    let action = result.eval_action_name();
+    match result.eval_decision() {
+        Decision::Allowed => CheckStep::new(action, Outcome::Allowed, format!("allowed by {}", statements.join("; "))),
+        Decision::ExplicitDeny => {
+            CheckStep::new(action, Outcome::Denied, format!("explicit deny: {}", statements.join("; ")))
+        }
+        Decision::ImplicitDeny => CheckStep::new(
+            action,
+            Outcome::Denied,
+            "implicit deny: no statement of the principal's policies, or of the repository's, allows it",
+        ),
+        other => CheckStep::new(action, Outcome::Unknown, format!("IAM's decision: {}", other.as_str())),
+    }
+}

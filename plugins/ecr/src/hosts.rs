@@ -72,6 +72,22 @@ impl EcrRegistry {
             EcrRegistry::Public { .. } => PUBLIC_REGION,
         }
     }
+
+    /// The partition of its ARNs (`aws`, `aws-cn`, `aws-us-gov`, the ISO
+    /// partitions, the EU sovereign cloud), from the region's name.
+    pub fn partition(&self) -> &'static str {
+        const PARTITIONS: &[(&str, &str)] = &[
+            ("cn-", "aws-cn"),
+            ("us-gov-", "aws-us-gov"),
+            ("us-isob-", "aws-iso-b"),
+            ("us-isof-", "aws-iso-f"),
+            ("us-iso-", "aws-iso"),
+            ("eu-isoe-", "aws-iso-e"),
+            ("eusc-", "aws-eusc"),
+        ];
+        let region = self.region();
+        PARTITIONS.iter().find(|(prefix, _)| region.starts_with(prefix)).map_or("aws", |(_, partition)| partition)
+    }
 }
 
 /// An account is exactly 12 digits; a region is lower-case letters, digits and
@@ -93,6 +109,22 @@ mod tests {
         match EcrRegistry::from_host(host) {
             Some(EcrRegistry::Private { account, region, fips, dual_stack }) => (account, region, fips, dual_stack),
             other => panic!("{host}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn partitions_follow_the_region() {
+        for (host, partition) in [
+            ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "aws"),
+            ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "aws-cn"),
+            ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "aws-us-gov"),
+            ("123456789012.dkr.ecr.us-iso-east-1.c2s.ic.gov", "aws-iso"),
+            ("123456789012.dkr.ecr.us-isob-east-1.sc2s.sgov.gov", "aws-iso-b"),
+            ("123456789012.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk", "aws-iso-e"),
+            ("123456789012.dkr.ecr.us-isof-south-1.csp.hci.ic.gov", "aws-iso-f"),
+            ("123456789012.dkr.ecr.eusc-de-east-1.amazonaws.eu", "aws-eusc"),
+        ] {
+            assert_eq!(EcrRegistry::from_host(host).map(|r| r.partition()), Some(partition), "{host}");
         }
     }
 

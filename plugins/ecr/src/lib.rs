@@ -188,6 +188,25 @@ impl Provider for Ecr {
         };
         Ok(check::run(self, &sdk, image, &target.registry, role).await)
     }
+
+    async fn check_as(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        let is_principal = principal.starts_with("arn:")
+            && principal.split(':').nth(2) == Some("iam")
+            && principal.split(':').nth(5).is_some_and(|r| r.starts_with("role/") || r.starts_with("user/"));
+        if !is_principal {
+            return Err(Error::Usage(format!(
+                "check --as {principal:?}: not an IAM role or user ARN (such as arn:aws:iam::123456789012:role/eks-node-role)"
+            )));
+        }
+        let target = &plan.target;
+        let sdk = self.sdk_config(target.registry.region()).await?;
+        Ok(check::run_as(self, &sdk, image, &target.registry, principal).await)
+    }
 }
 
 /// Who signs an STS call.
@@ -265,6 +284,15 @@ impl Ecr {
             config = config.credentials_provider(credentials);
         }
         aws_sdk_ecrpublic::Client::from_conf(config.build())
+    }
+
+    /// IAM, as the runner: the policy simulator of `check --as`.
+    fn iam_client(&self, sdk: &SdkConfig) -> aws_sdk_iam::Client {
+        let mut config = aws_sdk_iam::config::Builder::from(sdk);
+        if let Some(url) = self.endpoint_override("iam", "AWS_ENDPOINT_URL_IAM") {
+            config = config.endpoint_url(url);
+        }
+        aws_sdk_iam::Client::from_conf(config.build())
     }
 
     fn sts_client(&self, sdk: &SdkConfig, signing: StsSigning) -> aws_sdk_sts::Client {

@@ -643,3 +643,106 @@ fn an_absurd_expiry_from_the_cloud_is_cut_to_a_day() {
     let lifetime = entry["expiresAt"].as_u64().expect("expiresAt") - entry["issuedAt"].as_u64().expect("issuedAt");
     assert_eq!(lifetime, 24 * 3600, "the cached expiry is cut too");
 }
+
+#[test]
+fn check_as_the_nodes_role_asks_iams_policy_simulator() {
+    const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/eks-node-role";
+    let aws = FakeAws::start();
+    let plugin = plugin(&aws);
+    aws.add_principal_policy(
+        NODE_ROLE,
+        "AmazonEC2ContainerRegistryPullOnly",
+        "aws-managed",
+        r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {
+      "Sid": "Pull",
+      "Effect": "Allow",
+      "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+      "Resource": "*"
+    }
+  ]
+}"#,
+    );
+    aws.set_repository_policy(
+        "team/app",
+        r#"{"Version": "2012-10-17", "Statement": [{"Sid": "NoListing", "Effect": "Deny", "Principal": "*", "Action": "ecr:ListImages"}]}"#,
+    );
+    let exec = plugin.exec(&["check", "--as", NODE_ROLE, "--image", PRIVATE, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(2), "{}{}", exec.stdout, exec.stderr);
+    let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
+    let image = &report["images"][0];
+    assert_eq!(image["identity"], format!("{NODE_ROLE} (evaluated by IAM's policy simulator)"));
+    let verdicts: BTreeMap<String, (String, String)> = image["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap_or("").to_string(),
+                (c["result"].as_str().unwrap_or("").to_string(), c["detail"].as_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 8, "the repository's policy and the seven actions: {verdicts:?}");
+    assert_eq!(verdicts["repository policy"].0, "allowed");
+    let allowed = |action: &str| {
+        let (result, detail) = &verdicts[action];
+        assert_eq!(result, "allowed", "{action}: {detail}");
+        assert!(detail.contains("AmazonEC2ContainerRegistryPullOnly (aws-managed policy), line 5"), "{detail}");
+    };
+    for action in [
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchGetImage",
+    ] {
+        allowed(action);
+    }
+    // The repository's own policy denies listing: an explicit deny, with the deciding statement.
+    assert_eq!(
+        verdicts["ecr:ListImages"],
+        ("denied".into(), "explicit deny: ResourcePolicy (resource policy), line 1".into())
+    );
+    // Nothing allows describing: an implicit deny.
+    assert_eq!(verdicts["ecr:DescribeRepositories"].0, "denied");
+    assert!(verdicts["ecr:DescribeRepositories"].1.starts_with("implicit deny"), "{verdicts:?}");
+
+    // What IAM was asked: the token on "*", the repository's six on its ARN with
+    // its policy, every page of the answer read; nothing done as the role.
+    let simulations = aws.simulations();
+    assert_eq!(simulations.len(), 3, "{simulations:?}");
+    assert_eq!(simulations[0].resources, ["*"]);
+    assert_eq!(simulations[1].resources, ["arn:aws:ecr:us-east-1:123456789012:repository/team/app"]);
+    assert!(simulations[1].resource_policy);
+    assert_eq!(simulations[2].marker.as_deref(), Some("page-4"), "the second page of the six");
+    assert!(simulations.iter().all(|s| s.principal == NODE_ROLE));
+    assert!(aws.assumed_roles().is_empty());
+    assert_eq!(aws.calls("ecr:BatchGetImage"), 0, "nothing is pulled, as anybody");
+    expect_no_secrets(&exec.stdout, &aws.secrets());
+
+    // A role IAM does not know, and a runner that may not simulate: unknown, with IAM's reason.
+    let exec = plugin
+        .exec(&["check", "--as", "arn:aws:iam::123456789012:role/typo", "--image", PRIVATE, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(2));
+    assert!(exec.stdout.contains("NoSuchEntity: The role with name typo cannot be found."), "{}", exec.stdout);
+    aws.deny("iam:SimulatePrincipalPolicy");
+    let exec = plugin.exec(&["check", "--as", NODE_ROLE, "--image", PUBLIC, "--output", "json"], b"");
+    assert_eq!(exec.code, Some(2));
+    let report: serde_json::Value = serde_json::from_str(&exec.stdout).expect("a JSON report");
+    let checks = report["images"][0]["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 2, "ECR Public's two actions: {checks:?}");
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["result"] == "unknown" && c["detail"].as_str().is_some_and(|d| d.contains("AccessDenied"))),
+        "{checks:?}"
+    );
+
+    // Not a role or a user: refused before any call.
+    let exec = plugin.exec(&["check", "--as", "eks-node-role", "--image", PRIVATE], b"");
+    assert_eq!(exec.code, Some(1), "{}", exec.stderr);
+    assert!(exec.stderr.contains("not an IAM role or user ARN"), "{}", exec.stderr);
+    assert_eq!(exec.stdout, "");
+}

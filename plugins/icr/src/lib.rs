@@ -156,6 +156,19 @@ impl Provider for Icr {
     ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target, plan.service_account_token.as_ref()).await)
     }
+
+    async fn check_as(
+        &self,
+        _plan: &Plan<Self::Target>,
+        _image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        Err(Error::Usage(format!(
+            "check --as {principal}: IBM Cloud IAM has no API that evaluates another identity's access; \
+             run icr-credential-provider check on a node with that identity (or as the service account, \
+             with --service-account-token-file), or list its policies: ibmcloud iam trusted-profile-policies PROFILE"
+        )))
+    }
 }
 
 impl Icr {

@@ -155,6 +155,19 @@ impl Provider for Ocir {
         Ok(check::run(self, image, &plan.target, sessions).await)
     }
 
+    async fn check_as(
+        &self,
+        _plan: &Plan<Self::Target>,
+        _image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        Err(Error::Usage(format!(
+            "check --as {principal}: OCI has no policy simulator to evaluate another principal's access; \
+             run ocir-credential-provider check on an instance of the nodes' dynamic group, or review the \
+             policies that grant it `read repos` (oci iam policy list --compartment-id TENANCY_OCID)"
+        )))
+    }
+
     async fn verify(
         &self,
         plan: &Plan<OcirTarget>,
