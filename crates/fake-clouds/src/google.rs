@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::google_troubleshooter::{self, Binding, DenyRule};
 use crate::server::{FakeServer, Fault, apply_fault, lock, nonce};
 
 /// The project of every fake identity.
@@ -51,6 +52,13 @@ struct GoogleState {
     exchanges: Vec<(String, String)>,
     impersonated: Vec<String>,
     refresh_tokens: BTreeMap<String, (String, String)>,
+    /// The Policy Troubleshooter's allow bindings and deny rules.
+    bindings: Vec<Binding>,
+    denies: Vec<DenyRule>,
+    /// Whether the caller may not troubleshoot.
+    troubleshooting_denied: bool,
+    /// (principal, resource, permission) of each troubleshooting request.
+    troubleshot: Vec<(String, String, String)>,
     issued: Vec<String>,
     secrets: Vec<String>,
 }
@@ -87,6 +95,10 @@ impl FakeGoogle {
             exchanges: Vec::new(),
             impersonated: Vec::new(),
             refresh_tokens: BTreeMap::new(),
+            bindings: Vec::new(),
+            denies: Vec::new(),
+            troubleshooting_denied: false,
+            troubleshot: Vec::new(),
             issued: Vec::new(),
             secrets: Vec::new(),
         }));
@@ -109,8 +121,44 @@ impl FakeGoogle {
         let url = self.url();
         vec![
             ("GCE_METADATA_HOST".into(), self.server.addr().to_string()),
-            ("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("sts={url},iamcredentials={url}")),
+            (
+                "CREDENTIAL_PROVIDER_ENDPOINTS".into(),
+                format!("sts={url},iamcredentials={url},policytroubleshooter={url}"),
+            ),
         ]
+    }
+
+    /// Grants `role` (with `permissions`) to `members` on `resource` (a
+    /// repository's or a project's full resource name), for the Policy Troubleshooter.
+    pub fn bind(&self, resource: &str, role: &str, permissions: &[&str], members: &[&str]) {
+        let strings = |items: &[&str]| items.iter().map(|i| i.to_string()).collect();
+        self.lock().bindings.push(Binding {
+            resource: resource.into(),
+            role: role.into(),
+            permissions: strings(permissions),
+            members: strings(members),
+        });
+    }
+
+    /// Denies `permission` to `principal` under `resource`, by the deny policy `policy`.
+    pub fn deny_permission(&self, resource: &str, policy: &str, principal: &str, permission: &str) {
+        let rule = DenyRule {
+            resource: resource.into(),
+            policy: policy.into(),
+            principal: principal.into(),
+            permission: permission.into(),
+        };
+        self.lock().denies.push(rule);
+    }
+
+    /// Makes the Policy Troubleshooter refuse the caller (403).
+    pub fn deny_troubleshooting(&self) {
+        self.lock().troubleshooting_denied = true;
+    }
+
+    /// (principal, resource, permission) of every troubleshooting request.
+    pub fn troubleshot(&self) -> Vec<(String, String, String)> {
+        self.lock().troubleshot.clone()
     }
 
     /// Calls made to `what`: `metadata:token`, `metadata:email`, `metadata:scopes`,
@@ -294,6 +342,26 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         {
             let email = &p["/v1/projects/-/serviceAccounts/".len()..p.len() - ":generateAccessToken".len()];
             impersonate(&state, email, &headers, &body).await
+        }
+        (Method::POST, "/v3/iam:troubleshoot") => {
+            let mut state = lock(&state);
+            *state.calls.entry("troubleshoot".into()).or_default() += 1;
+            if state.troubleshooting_denied {
+                return google_error(StatusCode::FORBIDDEN, "The caller does not have permission");
+            }
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let tuple = &request["accessTuple"];
+            let field = |name: &str| tuple[name].as_str().unwrap_or_default().to_string();
+            state.troubleshot.push((field("principal"), field("fullResourceName"), field("permission")));
+            match google_troubleshooter::troubleshoot(&state.bindings, &state.denies, &request) {
+                Ok(answer) => axum::Json(answer).into_response(),
+                Err((status, name, message)) => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                    let body =
+                        serde_json::json!({ "error": { "code": status.as_u16(), "message": message, "status": name } });
+                    (status, [("content-type", "application/json")], body.to_string()).into_response()
+                }
+            }
         }
         (Method::GET, "/dockercfg") => {
             let mut state = lock(&state);

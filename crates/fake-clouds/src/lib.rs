@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod docker_helper;
 pub mod examples;
 pub mod google;
+pub mod google_troubleshooter;
 pub mod hardening;
 pub mod ibm;
 pub mod junit;

@@ -30,9 +30,63 @@ pub fn is_google_registry(host: &str) -> bool {
     false
 }
 
+/// The Artifact Registry repository that serves an image, as IAM names it
+/// (`//artifactregistry.googleapis.com/projects/P/locations/L/repositories/R`):
+/// `<location>-docker.pkg.dev/P/R/…` and `docker.<location>.rep.pkg.dev/P/R/…`,
+/// and Container Registry's hosts, which Artifact Registry serves from its
+/// `gcr.io` repositories (`gcr.io/P/…` is `locations/us/repositories/gcr.io`).
+/// A domain-scoped project (`example.com:p`) is written `example.com/p` in
+/// a gcr.io path. `None` for a path that names no repository.
+pub fn repository_resource(host: &str, path: &str) -> Option<String> {
+    let mut segments = path.split('/');
+    let (project, location, repository) = match host {
+        "gcr.io" | "us.gcr.io" | "eu.gcr.io" | "asia.gcr.io" => {
+            let first = segments.next()?;
+            let project = match first.contains('.') {
+                true => format!("{first}:{}", segments.next()?),
+                false => first.to_string(),
+            };
+            let location = match host {
+                "eu.gcr.io" => "europe",
+                "asia.gcr.io" => "asia",
+                _ => "us",
+            };
+            (project, location.to_string(), host.to_string())
+        }
+        _ => {
+            let first = host.strip_suffix(".pkg.dev")?;
+            let location = first
+                .strip_suffix("-docker")
+                .or_else(|| first.strip_prefix("docker.").and_then(|rest| rest.strip_suffix(".rep")))?;
+            let (project, repository) = (segments.next()?, segments.next()?);
+            (project.to_string(), location.to_string(), repository.to_string())
+        }
+    };
+    (!project.is_empty() && !repository.is_empty()).then(|| {
+        format!("//artifactregistry.googleapis.com/projects/{project}/locations/{location}/repositories/{repository}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_as_iam_names_them() {
+        let resource = |host, path| repository_resource(host, path);
+        let name = |p: &str, l: &str, r: &str| {
+            Some(format!("//artifactregistry.googleapis.com/projects/{p}/locations/{l}/repositories/{r}"))
+        };
+        assert_eq!(resource("us-docker.pkg.dev", "proj/images/app"), name("proj", "us", "images"));
+        assert_eq!(resource("europe-west1-docker.pkg.dev", "proj/r/a/b"), name("proj", "europe-west1", "r"));
+        assert_eq!(resource("docker.us-central1.rep.pkg.dev", "proj/r/a"), name("proj", "us-central1", "r"));
+        assert_eq!(resource("gcr.io", "proj/app"), name("proj", "us", "gcr.io"));
+        assert_eq!(resource("eu.gcr.io", "proj/app"), name("proj", "europe", "eu.gcr.io"));
+        assert_eq!(resource("gcr.io", "example.com/proj/app"), name("example.com:proj", "us", "gcr.io"));
+        assert_eq!(resource("us-docker.pkg.dev", "proj"), None);
+        assert_eq!(resource("container.cloud.google.com", "x/y"), None);
+        assert_eq!(resource("marketplace.gcr.io", "x/y"), None);
+    }
 
     #[test]
     fn serves_google_registries_only() {

@@ -190,6 +190,25 @@ impl Provider for Gcr {
         Ok(check::run(self, image, &plan.target, plan.service_account_token.as_ref()).await)
     }
 
+    async fn check_as(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        if !principal.contains('@') {
+            return Err(Error::Usage(format!(
+                "check --as {principal:?}: not an email (such as node-pool@my-project.iam.gserviceaccount.com)"
+            )));
+        }
+        if matches!(plan.target, Identity::Dockercfg { .. } | Identity::WorkloadIdentity { .. }) {
+            return Err(Error::Usage(
+                "check --as asks the Policy Troubleshooter as this machine's Google identity (the metadata server or a credentials file): run it with --authFlow gcr".into(),
+            ));
+        }
+        check::run_as(self, image, &plan.target, principal).await
+    }
+
     fn response_overrides(&self) -> ResponseOverrides {
         self.overrides
     }

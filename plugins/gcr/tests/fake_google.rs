@@ -687,3 +687,60 @@ fn an_external_account_may_read_its_subject_token_from_another_clouds_metadata_s
     expect_rejected(&exec, &google.secrets());
     assert!(exec.stderr.contains("plain http"), "{}", exec.stderr);
 }
+
+#[test]
+fn check_as_the_node_pools_service_account_asks_the_policy_troubleshooter() {
+    const NODES: &str = "node-pool@fake-project.iam.gserviceaccount.com";
+    const DOWNLOAD: &str = "artifactregistry.repositories.downloadArtifacts";
+    const PROJECT_RESOURCE: &str = "//cloudresourcemanager.googleapis.com/projects/fake-project";
+    let google = FakeGoogle::start();
+    let plugin = plugin(&google);
+    google.bind(PROJECT_RESOURCE, "roles/artifactregistry.reader", &[DOWNLOAD], &[&format!("serviceAccount:{NODES}")]);
+    let check = |principal: &str, image: &str| {
+        let exec = plugin.exec(&["check", "--as", principal, "--image", image, "--output", "json"], b"");
+        let report: serde_json::Value = serde_json::from_str(&exec.stdout).unwrap_or_default();
+        (exec, report["images"][0].clone())
+    };
+
+    // Granted at the project, inherited by the repository.
+    let (exec, image) = check(NODES, ARTIFACT_REGISTRY);
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    assert_eq!(image["identity"], format!("{NODES} (evaluated by Google's Policy Troubleshooter)"));
+    assert_eq!(image["checks"][0]["action"], DOWNLOAD);
+    assert_eq!(image["checks"][0]["detail"], format!("granted by roles/artifactregistry.reader on {PROJECT_RESOURCE}"));
+    let repository = "//artifactregistry.googleapis.com/projects/fake-project/locations/us/repositories/images";
+    assert_eq!(google.troubleshot(), [(NODES.to_string(), repository.to_string(), DOWNLOAD.to_string())]);
+    assert_eq!(google.calls("metadata:token"), 1, "asked as the runner's own identity");
+
+    // Container Registry's images are Artifact Registry's gcr.io repositories.
+    let (exec, _) = check(NODES, GCR);
+    assert_eq!(exec.code, Some(0), "{}", exec.stdout);
+    let gcr_repository = "//artifactregistry.googleapis.com/projects/fake-project/locations/us/repositories/gcr.io";
+    assert_eq!(google.troubleshot().last().map(|t| t.1.as_str()), Some(gcr_repository));
+
+    // Another service account, bound to nothing: denied, and what would grant it.
+    let (exec, image) = check("batch@fake-project.iam.gserviceaccount.com", ARTIFACT_REGISTRY);
+    assert_eq!(exec.code, Some(2));
+    assert_eq!(image["checks"][0]["result"], "denied");
+    assert!(image["checks"][0]["detail"].as_str().is_some_and(|d| d.contains("no role binding")), "{image}");
+
+    // A deny policy wins over the binding, and is named.
+    let deny_policy = "policies/cloudresourcemanager.googleapis.com%2Fprojects%2Ffake-project/denypolicies/no-pulls";
+    google.deny_permission(PROJECT_RESOURCE, deny_policy, &format!("serviceAccount:{NODES}"), DOWNLOAD);
+    let (exec, image) = check(NODES, ARTIFACT_REGISTRY);
+    assert_eq!(exec.code, Some(2));
+    assert_eq!(image["checks"][0]["detail"], format!("denied by the deny policy {deny_policy} on {PROJECT_RESOURCE}"));
+
+    // A runner that may not troubleshoot: unknown, with Google's reason.
+    google.deny_troubleshooting();
+    let (exec, image) = check(NODES, ARTIFACT_REGISTRY);
+    assert_eq!(exec.code, Some(2));
+    assert_eq!(image["checks"][0]["result"], "unknown");
+    assert!(image["checks"][0]["detail"].as_str().is_some_and(|d| d.contains("does not have permission")), "{image}");
+    expect_no_secrets(&exec.stdout, &google.secrets());
+
+    // Not an email: refused before any call.
+    let (exec, _) = check("node-pool", ARTIFACT_REGISTRY);
+    assert_eq!(exec.code, Some(1), "{}", exec.stderr);
+    assert!(exec.stderr.contains("not an email"), "{}", exec.stderr);
+}
