@@ -16,12 +16,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use crate::azure_arm::{self, ACR_PULL, ArmState, DenyAssignment, RoleAssignment};
 use crate::server::{FakeServer, Fault, apply_fault, fake_jwt, lock, nonce, unix_now};
 
 /// The tenant of every fake identity.
 pub const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+/// The subscription of every fake resource.
+pub const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
 /// The scope ACR's Entra tokens are for, in the public cloud.
 pub const REGISTRY_SCOPE: &str = "https://containerregistry.azure.net/.default";
+/// The audiences the fake issues tokens for: the registry, and the APIs
+/// `check --as` reads (Resource Manager, Graph).
+const AUDIENCES: [&str; 3] =
+    ["https://containerregistry.azure.net", "https://management.azure.com", "https://graph.microsoft.com"];
 
 /// How an application proves itself.
 #[derive(Clone, Debug)]
@@ -43,6 +50,12 @@ struct AzureState {
     secrets: Vec<String>,
     /// (client id or identity, how it proved itself) of each token issued.
     grants: Vec<(String, String)>,
+    /// Each token's audience.
+    audiences: BTreeMap<String, String>,
+    /// The fake's own URL (ARM's `nextLink`s name it).
+    url: String,
+    /// What Resource Manager and Graph know (`check --as`).
+    arm: ArmState,
 }
 
 type Shared = Arc<Mutex<AzureState>>;
@@ -72,7 +85,82 @@ impl FakeAzure {
         let state = Shared::default();
         lock(&state).identities.push("system".into());
         let router = Router::new().fallback(handle).with_state(state.clone());
-        FakeAzure { server: FakeServer::start_at(router, address), state }
+        let server = FakeServer::start_at(router, address);
+        {
+            let mut s = lock(&state);
+            s.url = server.url();
+            let acr_pull =
+                format!("/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL}");
+            let pull = vec!["Microsoft.ContainerRegistry/registries/pull/read".to_string()];
+            s.arm.role_definitions.insert(acr_pull, ("AcrPull".into(), pull, Vec::new()));
+        }
+        FakeAzure { server, state }
+    }
+
+    /// Adds the registry `name` to `resource_group` of the fake subscription,
+    /// its login server `login_server` and its role assignment mode
+    /// (`LegacyRegistryPermissions`, or `AbacRepositoryPermissions`); its id.
+    pub fn add_registry(&self, resource_group: &str, name: &str, login_server: &str, mode: &str) -> String {
+        let id = format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{resource_group}/providers/Microsoft.ContainerRegistry/registries/{name}"
+        );
+        lock(&self.state).arm.registries.push((id.clone(), login_server.into(), mode.into()));
+        id
+    }
+
+    /// Defines the role `id` (a GUID) named `name`, with `actions` and `data_actions`.
+    pub fn define_role(&self, id: &str, name: &str, actions: &[&str], data_actions: &[&str]) -> String {
+        let full = format!("/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{id}");
+        let strings = |items: &[&str]| items.iter().map(|i| i.to_string()).collect();
+        lock(&self.state)
+            .arm
+            .role_definitions
+            .insert(full.clone(), (name.into(), strings(actions), strings(data_actions)));
+        full
+    }
+
+    /// AcrPull's role definition id in the fake subscription.
+    pub fn acr_pull(&self) -> String {
+        format!("/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL}")
+    }
+
+    /// Assigns `role_definition` to `principal` (an object id) at `scope`, on `condition` if any.
+    pub fn assign_role(&self, scope: &str, principal: &str, role_definition: &str, condition: Option<&str>) {
+        lock(&self.state).arm.role_assignments.push(RoleAssignment {
+            scope: scope.into(),
+            principal: principal.into(),
+            role_definition: role_definition.into(),
+            condition: condition.map(str::to_string),
+        });
+    }
+
+    /// A deny assignment `name` at `scope` of `actions` and `data_actions` for `principals`.
+    pub fn deny_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        actions: &[&str],
+        data_actions: &[&str],
+        principals: &[&str],
+    ) {
+        let strings = |items: &[&str]| items.iter().map(|i| i.to_string()).collect();
+        lock(&self.state).arm.deny_assignments.push(DenyAssignment {
+            name: name.into(),
+            scope: scope.into(),
+            actions: strings(actions),
+            data_actions: strings(data_actions),
+            principals: strings(principals),
+        });
+    }
+
+    /// Makes `principal` a member of `group` (Graph's getMemberObjects answers it).
+    pub fn add_membership(&self, principal: &str, group: &str) {
+        lock(&self.state).arm.memberships.entry(principal.into()).or_default().push(group.into());
+    }
+
+    /// Makes Resource Manager and Graph refuse to list assignments and memberships.
+    pub fn deny_authorization_reads(&self) {
+        lock(&self.state).arm.authorization_denied = true;
     }
 
     pub fn url(&self) -> String {
@@ -81,7 +169,10 @@ impl FakeAzure {
 
     /// `CREDENTIAL_PROVIDER_ENDPOINTS` sending Entra ID and IMDS calls here.
     pub fn endpoint_env(&self) -> Vec<(String, String)> {
-        vec![("CREDENTIAL_PROVIDER_ENDPOINTS".into(), format!("login={url},imds={url}", url = self.url()))]
+        vec![(
+            "CREDENTIAL_PROVIDER_ENDPOINTS".into(),
+            format!("login={url},imds={url},management={url},graph={url}", url = self.url()),
+        )]
     }
 
     /// Registers an application with a client secret; returns the secret.
@@ -137,7 +228,7 @@ impl FakeAzure {
     /// A check a fake ACR uses to trust exactly the tokens this fake issued.
     pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + 'static {
         let state = self.state.clone();
-        move |token| lock(&state).issued.iter().any(|t| t == token)
+        move |token| lock(&state).audiences.get(token).is_some_and(|audience| audience == AUDIENCES[0])
     }
 }
 
@@ -156,16 +247,17 @@ async fn count(state: &Shared, what: &str) -> Result<i64, Response> {
     apply_fault(fault, 3599, |status| oauth_error(status, "temporarily_unavailable", "the fake was told to fail")).await
 }
 
-fn issue(state: &Shared, tenant: &str, who: &str, how: &str, lifetime: i64) -> String {
+fn issue(state: &Shared, tenant: &str, who: &str, how: &str, lifetime: i64, audience: &str) -> String {
     let token = fake_jwt(&serde_json::json!({
         "tid": tenant,
         "appid": who,
-        "aud": "https://containerregistry.azure.net",
+        "aud": audience,
         "exp": unix_now() as i64 + lifetime,
         "uti": nonce(),
     }));
     let mut state = lock(state);
     state.issued.push(token.clone());
+    state.audiences.insert(token.clone(), audience.to_string());
     state.grants.push((who.to_string(), how.to_string()));
     token
 }
@@ -176,6 +268,31 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         let query: BTreeMap<String, String> =
             form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
         return imds(&state, &query, &headers).await;
+    }
+    // Resource Manager and Graph, for `check --as`: a token of their own audience.
+    let audience = if path.starts_with("/v1.0/") { AUDIENCES[2] } else { AUDIENCES[1] };
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = bearer.is_some_and(|token| lock(&state).audiences.get(token).is_some_and(|a| a == audience));
+    if path.starts_with("/subscriptions/") || path.starts_with("/providers/") || path.starts_with("/v1.0/") {
+        if !authorized {
+            let body = serde_json::json!({ "error": { "code": "InvalidAuthenticationToken", "message": "The access token is invalid." } });
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+        *lock(&state).calls.entry(format!("arm:{}", path.rsplit('/').next().unwrap_or_default())).or_default() += 1;
+        if let Some(principal) =
+            path.strip_prefix("/v1.0/directoryObjects/").and_then(|p| p.strip_suffix("/getMemberObjects"))
+        {
+            return azure_arm::member_objects(&lock(&state).arm, principal);
+        }
+        let query: BTreeMap<String, String> =
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        let url = lock(&state).url.clone();
+        if let Some(response) = azure_arm::arm(&lock(&state).arm, &url, &path, &query) {
+            return response;
+        }
+        let body =
+            serde_json::json!({ "error": { "code": "ResourceNotFound", "message": format!("{path} was not found.") } });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     }
     let tenant = path.strip_suffix("/oauth2/v2.0/token").map(|t| t.trim_start_matches('/').to_string());
     match (method, tenant) {
@@ -193,11 +310,12 @@ async fn entra(state: &Shared, tenant: &str, form: &BTreeMap<String, String>) ->
         Err(response) => return response,
     };
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
-    if field("grant_type") != "client_credentials" || field("scope") != REGISTRY_SCOPE {
+    let audience = field("scope").strip_suffix("/.default").unwrap_or_default().to_string();
+    if field("grant_type") != "client_credentials" || !AUDIENCES.contains(&audience.as_str()) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "client_credentials for the registry scope expected",
+            "client_credentials for the registry, Resource Manager or Graph expected",
         );
     }
     let client_id = field("client_id");
@@ -232,7 +350,7 @@ async fn entra(state: &Shared, tenant: &str, form: &BTreeMap<String, String>) ->
             );
         }
     };
-    let token = issue(state, tenant, client_id, how, lifetime);
+    let token = issue(state, tenant, client_id, how, lifetime, &audience);
     axum::Json(serde_json::json!({ "token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token }))
         .into_response()
 }
@@ -245,21 +363,26 @@ async fn imds(state: &Shared, query: &BTreeMap<String, String>, headers: &Header
         Ok(lifetime) => lifetime,
         Err(response) => return response,
     };
-    if query.get("resource").map(String::as_str) != Some("https://containerregistry.azure.net") {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_resource", "the registry resource expected");
+    let resource = query.get("resource").cloned().unwrap_or_default();
+    if !AUDIENCES.contains(&resource.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            "the registry, Resource Manager or Graph expected",
+        );
     }
     let who = query.get("client_id").or_else(|| query.get("msi_res_id")).cloned().unwrap_or_else(|| "system".into());
     if !lock(state).identities.contains(&who) {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Identity not found");
     }
-    let token = issue(state, TENANT, &who, "imds", lifetime);
+    let token = issue(state, TENANT, &who, "imds", lifetime, &resource);
     axum::Json(serde_json::json!({
         "access_token": token,
         "expires_in": lifetime.to_string(),
         "expires_on": (unix_now() as i64 + lifetime).to_string(),
         "ext_expires_in": lifetime.to_string(),
         "not_before": unix_now().to_string(),
-        "resource": "https://containerregistry.azure.net",
+        "resource": resource,
         "token_type": "Bearer",
     }))
     .into_response()

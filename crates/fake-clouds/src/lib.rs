@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod aws_iam;
 pub mod azure;
+pub mod azure_arm;
 pub mod conformance;
 pub mod docker_helper;
 pub mod examples;

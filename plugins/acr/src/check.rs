@@ -23,7 +23,9 @@ pub async fn run(
     };
     let scope = acr.config.cloud.registry_scope();
     let entra =
-        match identity::entra_token(&target.identity, &acr.config, service_account_token, acr.transport(&http)).await {
+        match identity::entra_token(&target.identity, &acr.config, service_account_token, acr.transport(&http), scope)
+            .await
+        {
             Ok(token) => {
                 let left = token.expires_at.saturating_sub(unix_now());
                 steps.push(CheckStep::new("entra:token", Outcome::Allowed, format!("{scope}, valid for {left}s more")));

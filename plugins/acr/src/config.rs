@@ -47,6 +47,29 @@ impl Cloud {
         }
     }
 
+    /// Azure Resource Manager, and its token scope.
+    pub fn resource_manager(self) -> (&'static str, &'static str) {
+        match self {
+            Cloud::Public => ("https://management.azure.com", "https://management.azure.com/.default"),
+            Cloud::UsGovernment => {
+                ("https://management.usgovcloudapi.net", "https://management.usgovcloudapi.net/.default")
+            }
+            Cloud::China => ("https://management.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
+            Cloud::Germany => ("https://management.microsoftazure.de", "https://management.microsoftazure.de/.default"),
+        }
+    }
+
+    /// Microsoft Graph, and its token scope.
+    pub fn graph(self) -> (&'static str, &'static str) {
+        match self {
+            Cloud::Public | Cloud::Germany => ("https://graph.microsoft.com", "https://graph.microsoft.com/.default"),
+            Cloud::UsGovernment => ("https://graph.microsoft.us", "https://graph.microsoft.us/.default"),
+            Cloud::China => {
+                ("https://microsoftgraph.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn/.default")
+            }
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cloud::Public => "AzurePublicCloud",
@@ -78,6 +101,8 @@ struct AzureJson {
     aad_federated_token_file: String,
     #[serde(default)]
     use_federated_workload_identity_extension: bool,
+    #[serde(default)]
+    subscription_id: String,
 }
 
 /// The names of the fields of [`AzureJson`], as serde reads them.
@@ -90,6 +115,7 @@ const FIELD_NAMES: &[&str] = &[
     "userAssignedIdentityID",
     "aadFederatedTokenFile",
     "useFederatedWorkloadIdentityExtension",
+    "subscriptionId",
 ];
 
 /// azure.json's keys renamed to our field names whatever their case, as
@@ -127,6 +153,8 @@ pub struct AzureConfig {
     /// A client id, or a resource id (`/subscriptions/…`).
     pub user_assigned_identity: Option<String>,
     pub federated_token_file: Option<PathBuf>,
+    /// Where `check --as` looks for the registry.
+    pub subscription_id: Option<String>,
 }
 
 impl AzureConfig {
@@ -174,6 +202,7 @@ impl AzureConfig {
             use_managed_identity: file.use_managed_identity_extension,
             user_assigned_identity: non_empty(file.user_assigned_identity_id),
             federated_token_file,
+            subscription_id: env("AZURE_SUBSCRIPTION_ID").or_else(|| non_empty(file.subscription_id)),
         })
     }
 }

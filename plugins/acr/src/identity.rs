@@ -86,12 +86,14 @@ impl ClientAssertion for ServiceAccountAssertion {
     }
 }
 
-/// Gets `identity`'s token for the registry scope of `config.cloud`.
+/// Gets `identity`'s token for `scope` (the registry's of `config.cloud`,
+/// or for `check --as`, Resource Manager's or Graph's).
 pub async fn entra_token(
     identity: &AzureIdentity,
     config: &AzureConfig,
     service_account_token: Option<&Secret>,
     transport: Transport,
+    scope: &str,
 ) -> Result<EntraToken, Error> {
     let client_options = client_options(config.cloud, transport);
     let credential: Arc<dyn TokenCredential> = match identity {
@@ -141,10 +143,7 @@ pub async fn entra_token(
             return Err(Error::Config("an identity binding needs --ib-sni-name and the request's token".into()));
         }
     };
-    let token = credential
-        .get_token(&[config.cloud.registry_scope()], None)
-        .await
-        .map_err(|e| azure_error("Entra ID", identity, &e))?;
+    let token = credential.get_token(&[scope], None).await.map_err(|e| azure_error("Entra ID", identity, &e))?;
     let expires_at = u64::try_from(token.expires_on.unix_timestamp()).unwrap_or(0);
     Ok(EntraToken { token: Secret::new(token.token.secret().to_string()), expires_at })
 }

@@ -8,6 +8,7 @@
 //! real lifetime has passed.
 
 mod check;
+mod check_as;
 pub mod config;
 pub mod exchange;
 pub mod hosts;
@@ -136,7 +137,8 @@ impl Provider for Acr {
                 bindings.token(client_id, token, self.config.cloud.registry_scope()).await?
             }
             (identity, _, token) => {
-                identity::entra_token(identity, &self.config, token.as_ref(), self.transport(&http)).await?
+                let scope = self.config.cloud.registry_scope();
+                identity::entra_token(identity, &self.config, token.as_ref(), self.transport(&http), scope).await?
             }
         };
         let refresh =
@@ -156,6 +158,25 @@ impl Provider for Acr {
         _sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target, plan.service_account_token.as_ref()).await)
+    }
+
+    async fn check_as(
+        &self,
+        plan: &Plan<Self::Target>,
+        image: &ImageRef,
+        principal: &str,
+    ) -> Result<CheckReport, Error> {
+        let is_object_id = principal.len() == 36
+            && principal
+                .chars()
+                .enumerate()
+                .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() });
+        if !is_object_id {
+            return Err(Error::Usage(format!(
+                "check --as {principal:?}: not an object id (the principal id of the nodes' managed identity, a GUID)"
+            )));
+        }
+        check_as::run(self, image, &plan.target, principal).await
     }
 }
 

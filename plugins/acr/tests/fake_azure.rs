@@ -540,3 +540,99 @@ fn aks_identity_bindings_exchange_the_service_account_token_at_the_clusters_endp
     assert_eq!(exec.code, Some(1), "{}", exec.stderr);
     assert!(exec.stderr.contains("must not carry a scheme"), "{}", exec.stderr);
 }
+
+#[test]
+fn check_as_the_nodes_identity_reads_azures_role_and_deny_assignments() {
+    const KUBELET: &str = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    const GROUP: &str = "99999999-8888-4777-8666-555555555555";
+    use fake_clouds::azure::SUBSCRIPTION;
+    let clouds = Clouds::start();
+    let azure = &clouds.azure;
+    // Three registries: the subscription's list takes two pages.
+    azure.add_registry("other-rg", "another", "another.azurecr.io", "LegacyRegistryPermissions");
+    azure.add_registry("other-rg", "third", "third.azurecr.io", "LegacyRegistryPermissions");
+    let registry = azure.add_registry("aks-rg", "myacr", "myacr.azurecr.io", "LegacyRegistryPermissions");
+    let resource_group = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/aks-rg");
+    // AcrPull to a group the kubelet identity belongs to, at the resource group.
+    azure.add_membership(KUBELET, GROUP);
+    azure.assign_role(&resource_group, GROUP, &azure.acr_pull(), None);
+    let plugin = clouds.plugin();
+    let config = azure_json(
+        &plugin,
+        &serde_json::json!({ "cloud": "AzurePublicCloud", "useManagedIdentityExtension": true, "subscriptionId": SUBSCRIPTION }),
+    );
+    let config = config.display().to_string();
+    let check = |principal: &str, image: &str| {
+        let exec = plugin.exec(&[&config, "check", "--as", principal, "--image", image, "--output", "json"], b"");
+        let report: serde_json::Value = serde_json::from_str(&exec.stdout).unwrap_or_default();
+        (exec, report["images"][0].clone())
+    };
+
+    // Through the group, inherited from the resource group.
+    let (exec, image) = check(KUBELET, IMAGE);
+    assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
+    assert_eq!(image["identity"], format!("{KUBELET} (evaluated from Azure's role and deny assignments)"));
+    assert_eq!(image["checks"][0]["detail"], format!("{registry} (registry permissions)"));
+    assert_eq!(image["checks"][1]["action"], "Microsoft.ContainerRegistry/registries/pull/read");
+    assert_eq!(image["checks"][1]["detail"], format!("granted by AcrPull at {resource_group}"));
+    assert_eq!(clouds.registry.calls("exchange"), 0, "nothing is pulled, as anybody");
+
+    // Another identity: not granted, and what would grant it.
+    let (exec, image) = check("12345678-1234-4234-8234-123456789012", IMAGE);
+    assert_eq!(exec.code, Some(2));
+    assert!(
+        image["checks"][1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("no role assignment") && d.contains("AcrPull")),
+        "{image}"
+    );
+
+    // A deny assignment at the registry wins over the role.
+    azure.deny_assignment(&registry, "no-pulls-from-nodes", &["Microsoft.ContainerRegistry/*"], &[], &[GROUP]);
+    let (exec, image) = check(KUBELET, IMAGE);
+    assert_eq!(exec.code, Some(2));
+    assert_eq!(
+        image["checks"][1]["detail"],
+        format!("denied by the deny assignment no-pulls-from-nodes at {registry}")
+    );
+
+    // A registry with repository permissions needs the data actions; a condition is not judged.
+    let abac = azure.add_registry("aks-rg", "tenant", "tenant.azurecr.io", "AbacRepositoryPermissions");
+    let reader = azure.define_role(
+        "b93aa761-3e63-49ed-ac28-beffa264f7ac",
+        "Container Registry Repository Reader",
+        &[],
+        &[
+            "Microsoft.ContainerRegistry/registries/repositories/content/read",
+            "Microsoft.ContainerRegistry/registries/repositories/metadata/read",
+        ],
+    );
+    azure.assign_role(
+        &abac,
+        KUBELET,
+        &reader,
+        Some("@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWith 'team/'"),
+    );
+    let (exec, image) = check(KUBELET, "tenant.azurecr.io/team/app");
+    assert_eq!(exec.code, Some(2), "{}", exec.stdout);
+    let checks = image["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 3, "{image}");
+    assert!(
+        checks[1..]
+            .iter()
+            .all(|c| c["result"] == "unknown" && c["detail"].as_str().is_some_and(|d| d.contains("conditionally"))),
+        "{image}"
+    );
+
+    // A runner that may not read assignments: unknown, with Azure's reason.
+    azure.deny_authorization_reads();
+    let (exec, image) = check(KUBELET, IMAGE);
+    assert_eq!(exec.code, Some(2));
+    assert!(image["checks"][1]["detail"].as_str().is_some_and(|d| d.contains("Insufficient privileges")), "{image}");
+    expect_no_secrets(&exec.stdout, &clouds.secrets());
+
+    // Not an object id: refused before any call.
+    let (exec, _) = check("aks-agentpool", IMAGE);
+    assert_eq!(exec.code, Some(1), "{}", exec.stderr);
+    assert!(exec.stderr.contains("not an object id"), "{}", exec.stderr);
+}
