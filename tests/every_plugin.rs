@@ -101,41 +101,6 @@ fn klogs_verbosity_flag_is_accepted_as_the_upstream_configs_pass_it() {
     });
 }
 
-/// A release's manifests, as a CI pipeline checks them before a rollout:
-/// `image` in a Deployment beside another cloud's image, `other` in a
-/// CronJob, and objects that deploy no image.
-fn release_manifests(image: &str, foreign: &str, other: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop}}
-spec:
-  template:
-    spec:
-      serviceAccountName: web
-      containers:
-        - {{name: app, image: "{image}:1.0"}}
-        - {{name: sidecar, image: "{foreign}:2.0"}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: shop}}
-spec: {{ports: [{{port: 80}}]}}
----
-apiVersion: batch/v1
-kind: CronJob
-metadata: {{name: report, namespace: shop}}
-spec:
-  schedule: "@daily"
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          containers: [{{name: report, image: "{other}"}}]
-"#
-    )
-}
-
 #[test]
 fn check_reads_a_releases_manifests_and_reports_in_every_format() {
     for_every_plugin(|row, cloud| {
@@ -143,9 +108,10 @@ fn check_reads_a_releases_manifests_and_reports_in_every_format() {
         let foreign = PLUGINS.iter().find(|other| other.name != row.name).expect("another plugin").image;
         let dir = tempfile::tempdir().expect("dir");
         let manifests = dir.path().join("release.yaml");
-        std::fs::write(&manifests, release_manifests(row.image, foreign, row.other_image)).expect("manifests");
+        let (image, sidecar) = (format!("{}:1.0", row.image), format!("{foreign}:2.0"));
+        let text = fake_clouds::examples::release_manifests(&[("app", &image), ("sidecar", &sidecar)], row.other_image);
+        std::fs::write(&manifests, text).expect("manifests");
         let manifests = manifests.display().to_string();
-        let image = format!("{}:1.0", row.image);
 
         // JSON: every image, where it is used, what became of it.
         let exec = plugin.exec(&["check", "--manifest", &manifests, "--output", "json"], b"");
@@ -154,7 +120,7 @@ fn check_reads_a_releases_manifests_and_reports_in_every_format() {
         assert_eq!(report["allowed"], true);
         let images = report["images"].as_array().expect("images");
         let names: Vec<&str> = images.iter().filter_map(|i| i["image"].as_str()).collect();
-        assert_eq!(names, [image.as_str(), &format!("{foreign}:2.0"), row.other_image]);
+        assert_eq!(names, [image.as_str(), sidecar.as_str(), row.other_image]);
         assert_eq!(images[0]["status"], "checked");
         assert_eq!(images[0]["sources"][0], "Deployment shop/web, container app");
         assert_eq!(images[0]["service_accounts"][0], "shop/web");

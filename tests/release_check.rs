@@ -43,29 +43,9 @@ fn node(dir: &Path, aws: &FakeAws, google: &dyn FakeCloud) {
     );
     let (_, gcr_provider) = gcr.split_once("providers:\n").expect("a providers list");
     std::fs::write(dir.join("config.yaml"), format!("{ecr}{token_attributes}{gcr_provider}")).expect("config");
-    std::fs::write(
-        dir.join("release.yaml"),
-        format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop}}
-spec:
-  template:
-    spec:
-      serviceAccountName: web
-      containers:
-        - {{name: web, image: "{ECR_IMAGE}"}}
-        - {{name: proxy, image: "{GCR_IMAGE}"}}
-        - {{name: cache, image: "{PUBLIC_IMAGE}"}}
----
-apiVersion: batch/v1
-kind: CronJob
-metadata: {{name: report, namespace: shop}}
-spec: {{schedule: "@daily", jobTemplate: {{spec: {{template: {{spec: {{containers: [{{name: report, image: "{ECR_JOB}"}}]}}}}}}}}}}
-"#
-        ),
-    )
-    .expect("manifests");
+    let containers = [("web", ECR_IMAGE), ("proxy", GCR_IMAGE), ("cache", PUBLIC_IMAGE)];
+    let manifests = fake_clouds::examples::release_manifests(&containers, ECR_JOB);
+    std::fs::write(dir.join("release.yaml"), manifests).expect("manifests");
 }
 
 /// `kubelet-simulator check` over the node's config and the release, with `extra` arguments.

@@ -8,9 +8,71 @@
 //! table for a person, JSON for a program, JUnit XML for a CI server's test
 //! reporter, GitHub Actions annotations for a workflow's log.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::manifest::{self, ManifestError, ManifestImage};
+
+/// What `check` takes in every plugin and in `kubelet-simulator check`:
+/// which images, as which service account, and how to print the report.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckArgs {
+    /// An image to check, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.0 (may be repeated).
+    #[arg(long = "image", value_name = "IMAGE", required_unless_present = "manifests")]
+    pub images: Vec<String>,
+    /// Check every image the Kubernetes manifests in FILE deploy (YAML or JSON, - for stdin; may be repeated).
+    #[arg(long = "manifest", value_name = "FILE")]
+    pub manifests: Vec<PathBuf>,
+    /// Check as a pod's service account: a file holding its token (KEP-4412), e.g. from `kubectl create token`.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_token_file: Option<PathBuf>,
+    /// The service account's annotation, as the kubelet would send it (may be repeated).
+    #[arg(long = "service-account-annotation", value_name = "KEY=VALUE")]
+    pub service_account_annotations: Vec<String>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// An image `check` was asked about, and where a manifest uses it.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub image: String,
+    pub used: Option<ManifestImage>,
+}
+
+impl CheckArgs {
+    /// The images asked about: those named, then those the manifests deploy.
+    pub fn wanted(&self) -> Result<Vec<Wanted>, ManifestError> {
+        let mut wanted: Vec<Wanted> =
+            self.images.iter().map(|image| Wanted { image: image.clone(), used: None }).collect();
+        for path in &self.manifests {
+            wanted.extend(manifest::read(path)?.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) }));
+        }
+        Ok(wanted)
+    }
+
+    /// `--service-account-annotation`s, as a map.
+    pub fn annotations(&self) -> Result<BTreeMap<String, String>, String> {
+        parse_annotations(&self.service_account_annotations)
+    }
+}
+
+/// `--service-account-annotation KEY=VALUE` flags, as a map; the first that
+/// is not `KEY=VALUE` is the error.
+pub fn parse_annotations(flags: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut annotations = BTreeMap::new();
+    for annotation in flags {
+        let (key, value) = annotation
+            .split_once('=')
+            .ok_or_else(|| format!("--service-account-annotation {annotation:?} is not KEY=VALUE"))?;
+        annotations.insert(key.to_string(), value.to_string());
+    }
+    Ok(annotations)
+}
 
 /// What one step found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,8 +15,8 @@
 //!   the `docker-credential-<name>` link to a plugin;
 //! - [`cache`]: the on-disk cache shared by every exec, with its locking;
 //! - [`error`]: the errors a run can end with, and their exit codes;
-//! - [`check`]: the permission report of `check`;
 //! - [`manifest`]: the images a release's Kubernetes manifests deploy;
+//! - [`check`]: the permission report of `check`, and what it takes;
 //! - [`http`]: the HTTP client, with its timeouts, retries and budget;
 //! - [`registry`]: the OCI token handshake that proves a credential grants pull;
 //! - [`flow`]: how a cached credential is got: lookup, renewal under the

@@ -183,6 +183,10 @@ pub trait Provider: Sized + Sync {
         sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error>;
 
+    /// How to check a principal's rights on a cloud that cannot evaluate
+    /// them for another (the default `check_as` says it).
+    const CHECK_AS_INSTEAD: &'static str = "run check on a node with that identity instead";
+
     /// Checks every permission a pull of `image` needs for another principal
     /// (a node's role, from a CI runner), through the cloud's own evaluation
     /// of that principal's policies, without acting as it: `check --as`.
@@ -194,8 +198,9 @@ pub trait Provider: Sized + Sync {
         principal: &str,
     ) -> Result<CheckReport, Error> {
         Err(Error::Usage(format!(
-            "check --as {principal}: {} cannot evaluate another principal's permissions; run check on a node with that identity instead",
-            binary_name::<Self>()
+            "check --as {principal}: {} cannot evaluate another principal's permissions; {}",
+            binary_name::<Self>(),
+            Self::CHECK_AS_INSTEAD
         )))
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cache::{self, Cache};
-use crate::check::{CheckRun, ImageCheck, OutputFormat, Verdict};
+use crate::check::{CheckArgs, CheckRun, ImageCheck, OutputFormat, Verdict, Wanted};
 use crate::clock;
 use crate::credentials;
 use crate::docker_config;
@@ -28,7 +28,6 @@ use crate::error::Error;
 use crate::flow::Lease;
 use crate::image::ImageRef;
 use crate::logging;
-use crate::manifest::{self, ManifestImage};
 use crate::protocol::{
     ApiVersion, AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse, RequestError,
     ServiceAccount,
@@ -85,24 +84,11 @@ struct Cli<A: clap::Args> {
 enum Command {
     /// Check that this node's identity (or a pod's service account) has every permission a pull of each image needs.
     Check {
-        /// An image to check, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.0 (may be repeated).
-        #[arg(long = "image", value_name = "IMAGE", required_unless_present = "manifests")]
-        images: Vec<String>,
-        /// Check every image the Kubernetes manifests in FILE deploy (YAML or JSON, - for stdin; may be repeated).
-        #[arg(long = "manifest", value_name = "FILE")]
-        manifests: Vec<PathBuf>,
-        /// Check as a pod's service account: a file holding its token (KEP-4412), e.g. from `kubectl create token`.
-        #[arg(long, value_name = "FILE")]
-        service_account_token_file: Option<PathBuf>,
-        /// The service account's annotation, as the kubelet would send it (may be repeated).
-        #[arg(long = "service-account-annotation", value_name = "KEY=VALUE")]
-        service_account_annotations: Vec<String>,
+        #[command(flatten)]
+        args: CheckArgs,
         /// Check for another principal (e.g. the nodes' role ARN) through the cloud's policy evaluation, from any runner.
         #[arg(long = "as", value_name = "PRINCIPAL", conflicts_with_all = ["service_account_token_file", "service_account_annotations"])]
         as_principal: Option<String>,
-        /// How to print the report.
-        #[arg(long, value_enum, default_value = "table")]
-        output: OutputFormat,
     },
     /// Renew every cached credential that is past its refresh point.
     Refresh {
@@ -233,22 +219,13 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
         }
     };
     match cli.command {
-        Some(Command::Check {
-            images,
-            manifests,
-            service_account_token_file,
-            service_account_annotations,
-            as_principal,
-            output,
-        }) => {
+        Some(Command::Check { args, as_principal }) => {
             let endpoints = endpoints?;
-            let service_account =
-                service_account_from_flags(service_account_token_file.as_deref(), &service_account_annotations)?;
-            let mut wanted: Vec<Wanted> = images.into_iter().map(|image| Wanted { image, used: None }).collect();
-            for path in &manifests {
-                let found = manifest::read(path).map_err(|e| Error::Config(e.to_string()))?;
-                wanted.extend(found.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) }));
-            }
+            let service_account = service_account_from_flags(
+                args.service_account_token_file.as_deref(),
+                &args.service_account_annotations,
+            )?;
+            let wanted = args.wanted().map_err(|e| Error::Config(e.to_string()))?;
             let cache = open_cache()?;
             let provider = P::new(cli.plugin, endpoints)?;
             let identity = match (&as_principal, service_account) {
@@ -256,7 +233,7 @@ fn run_with_args<P: Provider>(args: Vec<OsString>) -> Result<(), Error> {
                 (None, Some(service_account)) => CheckIdentity::ServiceAccount(service_account),
                 (None, None) => CheckIdentity::Own,
             };
-            check(&provider, cache.as_ref(), wanted, &identity, output)
+            check(&provider, cache.as_ref(), wanted, &identity, args.output)
         }
         Some(Command::Refresh { every, json }) => {
             let endpoints = endpoints?;
@@ -381,12 +358,6 @@ enum CheckIdentity<'a> {
     Principal(&'a str),
 }
 
-/// An image `check` was asked about, and where a manifest uses it.
-struct Wanted {
-    image: String,
-    used: Option<ManifestImage>,
-}
-
 /// `PLUGIN check`: every image checked (those this plugin does not serve
 /// listed as such), the report on stdout, and an error unless every image
 /// passed. Nothing at all of this plugin's to check is an error too.
@@ -494,13 +465,7 @@ fn service_account_from_flags(
         }
         None => None,
     };
-    let mut parsed = BTreeMap::new();
-    for annotation in annotations {
-        let Some((key, value)) = annotation.split_once('=') else {
-            return Err(Error::Config(format!("--service-account-annotation {annotation:?} is not KEY=VALUE")));
-        };
-        parsed.insert(key.to_string(), value.to_string());
-    }
+    let parsed = crate::check::parse_annotations(annotations).map_err(Error::Config)?;
     Ok((token.is_some() || !parsed.is_empty()).then_some(ServiceAccount { token, annotations: parsed }))
 }
 

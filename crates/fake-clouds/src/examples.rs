@@ -84,3 +84,39 @@ pub fn provider_config(
         "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: {name}\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    defaultCacheDuration: {default_cache_duration}\n    matchImages:\n{matches}    args:\n{args}    env:\n{env}"
     )
 }
+
+/// A release's manifests, as a CI pipeline checks them before a rollout:
+/// the Deployment `shop/web` (service account `web`) with `containers`
+/// (name, image), a Service, which deploys no image, and the CronJob
+/// `shop/report` whose one container (`report`) runs `job_image`.
+pub fn release_manifests(containers: &[(&str, &str)], job_image: &str) -> String {
+    let containers: String =
+        containers.iter().map(|(name, image)| format!("        - {{name: {name}, image: \"{image}\"}}\n")).collect();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  template:
+    spec:
+      serviceAccountName: web
+      containers:
+{containers}---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: report, namespace: shop}}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers: [{{name: report, image: "{job_image}"}}]
+"#
+    )
+}

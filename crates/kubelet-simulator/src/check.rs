@@ -14,19 +14,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use credential_provider::check::{CheckRun, ImageCheck, Verdict};
+use credential_provider::check::{CheckRun, ImageCheck, Verdict, Wanted};
 use credential_provider::image::ImageRef;
-use credential_provider::manifest::ManifestImage;
 use kubelet_config::Provider;
 
 use crate::simulate::run;
-
-/// An image to check, and where a manifest uses it.
-#[derive(Clone, Debug)]
-pub struct Wanted {
-    pub image: String,
-    pub used: Option<ManifestImage>,
-}
 
 /// The identity the pods pull as, when not the node's.
 #[derive(Clone, Debug, Default)]

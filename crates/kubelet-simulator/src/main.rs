@@ -14,11 +14,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use credential_provider::check::OutputFormat;
+use credential_provider::check::CheckArgs;
 use credential_provider::image::ImageRef;
-use credential_provider::manifest;
 use kubelet_config as config;
-use kubelet_simulator::check::{CheckServiceAccount, Wanted};
+use kubelet_simulator::check::CheckServiceAccount;
 use kubelet_simulator::report;
 use kubelet_simulator::simulate::{EXEC_TIMEOUT, ServiceAccountInput, simulate};
 
@@ -75,22 +74,10 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum SimulatorCommand {
     /// Check that every image of a release can be pulled: each by the providers the kubelet would run for it.
+    /// A service account's token and annotations go to the providers whose tokenAttributes would send them.
     Check {
-        /// An image to check (may be repeated).
-        #[arg(long = "image", value_name = "IMAGE", required_unless_present = "manifests")]
-        images: Vec<String>,
-        /// Check every image the Kubernetes manifests in FILE deploy (YAML or JSON, - for stdin; may be repeated).
-        #[arg(long = "manifest", value_name = "FILE")]
-        manifests: Vec<PathBuf>,
-        /// Check as a pod's service account: a file holding its token, for the providers with tokenAttributes.
-        #[arg(long, value_name = "FILE")]
-        service_account_token_file: Option<PathBuf>,
-        /// The service account's annotation (sent to a provider that names its key).
-        #[arg(long = "service-account-annotation", value_name = "KEY=VALUE")]
-        service_account_annotations: Vec<String>,
-        /// How to print the report.
-        #[arg(long, value_enum, default_value = "table")]
-        output: OutputFormat,
+        #[command(flatten)]
+        args: CheckArgs,
     },
 }
 
@@ -120,28 +107,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(SimulatorCommand::Check {
-        images,
-        manifests,
-        service_account_token_file,
-        service_account_annotations,
-        output,
-    }) = &cli.command
-    {
+    if let Some(SimulatorCommand::Check { args }) = &cli.command {
         let Some(bin_dir) = &cli.bin_dir else {
             eprintln!("kubelet-simulator: check needs --image-credential-provider-bin-dir");
             return ExitCode::from(1);
         };
-        return check(
-            &providers,
-            bin_dir,
-            images,
-            manifests,
-            service_account_token_file,
-            service_account_annotations,
-            *output,
-            cli.timeout,
-        );
+        return check(&providers, bin_dir, args, cli.timeout);
     }
     if cli.image.is_some() != cli.bin_dir.is_some() {
         eprintln!("kubelet-simulator: --image and --image-credential-provider-bin-dir go together (see --help)");
@@ -191,37 +162,18 @@ fn main() -> ExitCode {
 
 /// `kubelet-simulator check`: the images given and those the manifests
 /// deploy, checked by the providers that match them; the report on stdout.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    providers: &[config::Provider],
-    bin_dir: &std::path::Path,
-    images: &[String],
-    manifests: &[PathBuf],
-    token_file: &Option<PathBuf>,
-    annotations: &[String],
-    output: OutputFormat,
-    timeout: Duration,
-) -> ExitCode {
-    let mut wanted: Vec<Wanted> = images.iter().map(|image| Wanted { image: image.clone(), used: None }).collect();
-    for path in manifests {
-        match manifest::read(path) {
-            Ok(found) => wanted.extend(found.into_iter().map(|m| Wanted { image: m.image.clone(), used: Some(m) })),
-            Err(e) => {
-                eprintln!("kubelet-simulator: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    let mut service_account = CheckServiceAccount { token_file: token_file.clone(), annotations: BTreeMap::new() };
-    for annotation in annotations {
-        let Some((key, value)) = annotation.split_once('=') else {
-            eprintln!("kubelet-simulator: --service-account-annotation {annotation:?} is not KEY=VALUE");
+fn check(providers: &[config::Provider], bin_dir: &std::path::Path, args: &CheckArgs, timeout: Duration) -> ExitCode {
+    let inputs = args.wanted().map_err(|e| e.to_string()).and_then(|wanted| Ok((wanted, args.annotations()?)));
+    let (wanted, annotations) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("kubelet-simulator: {e}");
             return ExitCode::from(1);
-        };
-        service_account.annotations.insert(key.to_string(), value.to_string());
-    }
+        }
+    };
+    let service_account = CheckServiceAccount { token_file: args.service_account_token_file.clone(), annotations };
     let timeout = if timeout > EXEC_TIMEOUT { EXEC_TIMEOUT } else { timeout };
     let run = kubelet_simulator::check::check(providers, bin_dir, &wanted, &service_account, timeout);
-    print!("{}", run.render(output));
+    print!("{}", run.render(args.output));
     if run.allowed { ExitCode::SUCCESS } else { ExitCode::from(2) }
 }

@@ -116,6 +116,8 @@ pub struct Icr {
 
 impl Provider for Icr {
     const NAME: &'static str = "icr";
+    const CHECK_AS_INSTEAD: &'static str = "IBM Cloud IAM has no API for it: run icr-credential-provider check on a node with that identity \
+        (or as the service account, with --service-account-token-file), or list its policies: ibmcloud iam trusted-profile-policies PROFILE";
     const ABOUT: &'static str = "Kubelet credential provider for IBM Cloud Container Registry";
 
     type Args = IcrArgs;
@@ -155,19 +157,6 @@ impl Provider for Icr {
         _sessions: &Sessions<'_>,
     ) -> Result<CheckReport, Error> {
         Ok(check::run(self, image, &plan.target, plan.service_account_token.as_ref()).await)
-    }
-
-    async fn check_as(
-        &self,
-        _plan: &Plan<Self::Target>,
-        _image: &ImageRef,
-        principal: &str,
-    ) -> Result<CheckReport, Error> {
-        Err(Error::Usage(format!(
-            "check --as {principal}: IBM Cloud IAM has no API that evaluates another identity's access; \
-             run icr-credential-provider check on a node with that identity (or as the service account, \
-             with --service-account-token-file), or list its policies: ibmcloud iam trusted-profile-policies PROFILE"
-        )))
     }
 }
 

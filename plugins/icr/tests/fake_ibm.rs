@@ -148,8 +148,12 @@ fn kep_4412_trades_the_service_account_token_for_the_annotated_profile() {
     assert!(grants.contains(&("cr-token".to_string(), format!("id:{PROFILE}"))), "{grants:?}");
     assert_eq!(grants.len(), 2, "one for the token (then cached by its hash), one for the node: {grants:?}");
 
-    // `check` as the service account: its token traded for the profile once more.
-    let (exec, report) = check_as_service_account(&plugin(&ibm), &[], IMAGE, &sa);
+    // `check` as the service account: its token traded for the profile once more, the registry proven with it.
+    let registry = FakeRegistry::start();
+    registry.accept(ibm.registry_check());
+    let mut plugin = plugin(&ibm);
+    plugin.set_env("CREDENTIAL_PROVIDER_REGISTRY_ENDPOINTS", &registry.endpoints_for(&["us.icr.io"]));
+    let (exec, report) = check_as_service_account(&plugin, &[], IMAGE, &sa);
     assert_eq!(exec.code, Some(0), "{}{}", exec.stdout, exec.stderr);
     assert!(report["images"][0]["identity"].as_str().is_some_and(|i| i.contains(PROFILE)), "{report}");
     assert_eq!(ibm.grants().iter().filter(|g| g.0 == "cr-token").count(), 2, "{:?}", ibm.grants());

@@ -92,6 +92,8 @@ pub struct Ocir {
 
 impl Provider for Ocir {
     const NAME: &'static str = "ocir";
+    const CHECK_AS_INSTEAD: &'static str = "OCI has no policy simulator: run ocir-credential-provider check on an instance of the nodes' \
+        dynamic group, or review the policies that grant it `read repos` (oci iam policy list --compartment-id TENANCY_OCID)";
     const ABOUT: &'static str = "Kubelet credential provider for Oracle Cloud Infrastructure Registry";
     const COMPAT_SINGLE_DASH_FLAGS: &'static [&'static str] = &["config"];
 
@@ -153,19 +155,6 @@ impl Provider for Ocir {
         // policy changed must not decide the outcome (or outlive the check).
         sessions.forget(FEDERATION_SESSION, &self.federation_parts());
         Ok(check::run(self, image, &plan.target, sessions).await)
-    }
-
-    async fn check_as(
-        &self,
-        _plan: &Plan<Self::Target>,
-        _image: &ImageRef,
-        principal: &str,
-    ) -> Result<CheckReport, Error> {
-        Err(Error::Usage(format!(
-            "check --as {principal}: OCI has no policy simulator to evaluate another principal's access; \
-             run ocir-credential-provider check on an instance of the nodes' dynamic group, or review the \
-             policies that grant it `read repos` (oci iam policy list --compartment-id TENANCY_OCID)"
-        )))
     }
 
     async fn verify(
