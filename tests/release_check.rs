@@ -124,6 +124,42 @@ fn a_release_across_two_clouds_is_checked_in_one_command() {
     assert_eq!(aws.assumed_roles().len(), 2, "the role assumed for each ECR image: {:?}", aws.assumed_roles());
     assert!(!stdout.contains(&token) && !stderr.contains(&token), "the token is nowhere in the report or the log");
 
+    // As the nodes' identities, from the runner: each cloud evaluates its own principal.
+    const NODE_ROLE: &str = "arn:aws:iam::123456789012:role/eks-node-role";
+    const NODE_SA: &str = "nodes@fake-project.iam.gserviceaccount.com";
+    let pull = r#"{"Statement": [{"Sid": "Pull", "Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]}"#;
+    aws.add_principal_policy(NODE_ROLE, "pull", "role", pull);
+    let download = ["artifactregistry.repositories.downloadArtifacts"];
+    let member = format!("serviceAccount:{NODE_SA}");
+    google.cloud.bind(
+        "//cloudresourcemanager.googleapis.com/projects/fake-project",
+        "roles/artifactregistry.reader",
+        &download,
+        &[&member],
+    );
+    let (as_ecr, as_gcr) =
+        (format!("ecr-credential-provider={NODE_ROLE}"), format!("gcr-credential-provider={NODE_SA}"));
+    let (code, stdout, stderr) = simulator_check(dir.path(), &["--as", &as_ecr, "--as", &as_gcr, "--output", "json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    let identities: Vec<&str> =
+        report["images"].as_array().into_iter().flatten().filter_map(|i| i["identity"].as_str()).collect();
+    assert_eq!(
+        identities,
+        [
+            format!("{NODE_ROLE} (evaluated by IAM's policy simulator)"),
+            format!("{NODE_SA} (evaluated by Google's Policy Troubleshooter)"),
+            format!("{NODE_ROLE} (evaluated by IAM's policy simulator)"),
+        ]
+    );
+    let (code, stdout, _) = simulator_check(dir.path(), &["--as", &as_ecr, "--as", &as_gcr, "--output", "junit"]);
+    assert_eq!(code, Some(0));
+    let junit = fake_clouds::junit::read(&stdout);
+    assert_eq!((junit.suites.len(), junit.failures, junit.errors, junit.skipped), (4, 0, 0, 1), "{junit:?}");
+    let (code, _, stderr) = simulator_check(dir.path(), &["--as", "nobody=x"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no provider of the config is named nobody"), "{stderr}");
+
     // The node may not read the images: the ECR images fail, with AWS's reason; the others pass.
     aws.deny("ecr:BatchGetImage");
     let (code, stdout, _) = simulator_check(dir.path(), &["--output", "github"]);

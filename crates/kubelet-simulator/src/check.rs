@@ -26,6 +26,9 @@ pub struct CheckServiceAccount {
     /// The file holding its token (for the providers' own audience).
     pub token_file: Option<PathBuf>,
     pub annotations: BTreeMap<String, String>,
+    /// Provider name → a principal its cloud evaluates instead (`check --as`),
+    /// for the nodes' identity checked from a runner.
+    pub principals: BTreeMap<String, String>,
 }
 
 /// Checks every image of `wanted` with the providers of `providers` that
@@ -105,8 +108,11 @@ fn run_check(
         args.extend(["--image".to_string(), image.to_string()]);
     }
     args.extend(["--output".to_string(), "json".to_string()]);
-    // What the kubelet would send this provider of the pod's service account.
-    if let (Some(attributes), Some(token_file)) = (&spec.token_attributes, &service_account.token_file) {
+    // Another principal, evaluated by the provider's cloud; else what the
+    // kubelet would send this provider of the pod's service account.
+    if let Some(principal) = service_account.principals.get(&spec.name) {
+        args.extend(["--as".to_string(), principal.clone()]);
+    } else if let (Some(attributes), Some(token_file)) = (&spec.token_attributes, &service_account.token_file) {
         args.extend(["--service-account-token-file".to_string(), token_file.display().to_string()]);
         let keys = attributes
             .required_service_account_annotation_keys

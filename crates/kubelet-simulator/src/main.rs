@@ -78,6 +78,9 @@ enum SimulatorCommand {
     Check {
         #[command(flatten)]
         args: CheckArgs,
+        /// Check PROVIDER's images for PRINCIPAL, through its cloud's policy evaluation (its check --as; may be repeated).
+        #[arg(long = "as", value_name = "PROVIDER=PRINCIPAL")]
+        as_principals: Vec<String>,
     },
 }
 
@@ -107,12 +110,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(SimulatorCommand::Check { args }) = &cli.command {
+    if let Some(SimulatorCommand::Check { args, as_principals }) = &cli.command {
         let Some(bin_dir) = &cli.bin_dir else {
             eprintln!("kubelet-simulator: check needs --image-credential-provider-bin-dir");
             return ExitCode::from(1);
         };
-        return check(&providers, bin_dir, args, cli.timeout);
+        return check(&providers, bin_dir, args, as_principals, cli.timeout);
     }
     if cli.image.is_some() != cli.bin_dir.is_some() {
         eprintln!("kubelet-simulator: --image and --image-credential-provider-bin-dir go together (see --help)");
@@ -162,7 +165,13 @@ fn main() -> ExitCode {
 
 /// `kubelet-simulator check`: the images given and those the manifests
 /// deploy, checked by the providers that match them; the report on stdout.
-fn check(providers: &[config::Provider], bin_dir: &std::path::Path, args: &CheckArgs, timeout: Duration) -> ExitCode {
+fn check(
+    providers: &[config::Provider],
+    bin_dir: &std::path::Path,
+    args: &CheckArgs,
+    as_principals: &[String],
+    timeout: Duration,
+) -> ExitCode {
     let inputs = args.wanted().map_err(|e| e.to_string()).and_then(|wanted| Ok((wanted, args.annotations()?)));
     let (wanted, annotations) = match inputs {
         Ok(inputs) => inputs,
@@ -171,7 +180,20 @@ fn check(providers: &[config::Provider], bin_dir: &std::path::Path, args: &Check
             return ExitCode::from(1);
         }
     };
-    let service_account = CheckServiceAccount { token_file: args.service_account_token_file.clone(), annotations };
+    let mut principals = BTreeMap::new();
+    for pair in as_principals {
+        let Some((provider, principal)) = pair.split_once('=') else {
+            eprintln!("kubelet-simulator: --as {pair:?} is not PROVIDER=PRINCIPAL");
+            return ExitCode::from(1);
+        };
+        if !providers.iter().any(|p| p.spec.name == provider) {
+            eprintln!("kubelet-simulator: --as {pair:?}: no provider of the config is named {provider}");
+            return ExitCode::from(1);
+        }
+        principals.insert(provider.to_string(), principal.to_string());
+    }
+    let service_account =
+        CheckServiceAccount { token_file: args.service_account_token_file.clone(), annotations, principals };
     let timeout = if timeout > EXEC_TIMEOUT { EXEC_TIMEOUT } else { timeout };
     let run = kubelet_simulator::check::check(providers, bin_dir, &wanted, &service_account, timeout);
     print!("{}", run.render(args.output));
