@@ -113,12 +113,16 @@ fn main() {
     let mut samples = Vec::new();
     let (mut execs, mut hits, mut misses_after_first, mut past_expiry) = (0u64, 0u64, 0u64, 0u64);
     let mut seen = std::collections::BTreeSet::new();
+    let mut credentials = Seen::new();
     while started.elapsed() < Duration::from_secs(minutes * 60) {
         for provider in &providers {
             let plugin = kubelet_exec(&bin, provider, &cache);
             for image in provider.images {
                 let args: Vec<&str> = provider.args.iter().copied().chain(["-v"]).collect();
+                remember_cache(&cache, &mut credentials);
+                let at = unix_now();
                 let exec = plugin.exec(&args, request_json(ApiVersion::V1, image, None, false).as_bytes());
+                remember_cache(&cache, &mut credentials);
                 execs += 1;
                 if exec.code != Some(0) {
                     fail(&format!("{image}: exec failed: {}", exec.stderr));
@@ -129,7 +133,7 @@ fn main() {
                 } else if !seen.insert(image) {
                     misses_after_first += 1;
                 }
-                if served_past_expiry(&cache, &exec.stdout) {
+                if served_past_expiry(&credentials, &exec.stdout, at) {
                     past_expiry += 1;
                 }
             }
@@ -226,22 +230,28 @@ fn registry(image: &str) -> &str {
     image.split('/').next().unwrap_or_default()
 }
 
-/// Whether a response's credential is one the cache holds as expired (or no
-/// entry holds at all, which only an expired, removed one would be).
-fn served_past_expiry(cache: &Path, response: &str) -> bool {
+/// Every credential the cache has held, by password: its expiry. Read
+/// before and after each exec, so that a credential the agent renewed (and
+/// so replaced) while the exec ran is still known.
+type Seen = std::collections::BTreeMap<String, u64>;
+
+fn remember_cache(cache: &Path, seen: &mut Seen) {
+    let Ok(cache) = Cache::open(cache) else { return };
+    for entry in cache.all_entries().into_iter().filter_map(|(_, e)| e) {
+        seen.insert(entry.password.expose().to_string(), entry.expires_at);
+    }
+}
+
+/// Whether a response's credential had expired when the exec began (`at`):
+/// its expiry as the cache held it, or no such credential at all.
+fn served_past_expiry(seen: &Seen, response: &str, at: u64) -> bool {
     let Ok(response) = serde_json::from_str::<serde_json::Value>(response) else { return true };
     let Some(password) =
         response["auth"].as_object().and_then(|auth| auth.values().next()).and_then(|a| a["password"].as_str())
     else {
         return true;
     };
-    let Ok(cache) = Cache::open(cache) else { return true };
-    let now = unix_now();
-    !cache
-        .all_entries()
-        .into_iter()
-        .filter_map(|(_, e)| e)
-        .any(|e| e.password.expose() == password && e.expires_at > now)
+    seen.get(password).is_none_or(|expires_at| *expires_at <= at)
 }
 
 /// The agent's resident memory and open descriptors, from /proc, and how
