@@ -105,6 +105,19 @@ fn a_release_across_two_clouds_is_checked_in_one_command() {
     assert_eq!(junit.suites.len(), 4, "{junit:?}");
     assert_eq!((junit.failures, junit.errors, junit.skipped), (0, 0, 1), "{junit:?}");
 
+    // An image named on the command line that the manifests deploy too: reported for each.
+    let (code, stdout, stderr) = simulator_check(dir.path(), &["--image", ECR_IMAGE, "--output", "json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    let checked: Vec<&str> = report["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["image"] == ECR_IMAGE && i["status"] == "checked")
+        .filter_map(|i| i["image"].as_str())
+        .collect();
+    assert_eq!(checked.len(), 2, "{report}");
+
     // As the tenant's service account: ECR's provider assumes its role; Google's has no tokenAttributes.
     let token_file = dir.path().join("token");
     let token = format!("eyJhbGciOi.shop-web-{}.sig", fake_clouds::server::nonce());

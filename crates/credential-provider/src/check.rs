@@ -195,6 +195,12 @@ impl ImageCheck {
         }
     }
 
+    /// Says where a manifest uses the image, and as which service accounts.
+    pub fn used_by(&mut self, used: &ManifestImage) {
+        self.sources.clone_from(&used.sources);
+        self.service_accounts.clone_from(&used.service_accounts);
+    }
+
     /// The image a plugin checked.
     pub fn checked(report: CheckReport) -> ImageCheck {
         ImageCheck::new(report.image, Verdict::Checked { identity: report.identity, checks: report.steps })

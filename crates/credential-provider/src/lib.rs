@@ -15,6 +15,8 @@
 //!   the `docker-credential-<name>` link to a plugin;
 //! - [`cache`]: the on-disk cache shared by every exec, with its locking;
 //! - [`error`]: the errors a run can end with, and their exit codes;
+//! - [`stdio`]: the one read of stdin, the one write of stdout, the one
+//!   error line and the exit code;
 //! - [`manifest`]: the images a release's Kubernetes manifests deploy;
 //! - [`check`]: the permission report of `check`, and what it takes;
 //! - [`http`]: the HTTP client, with its timeouts, retries and budget;
@@ -27,8 +29,6 @@
 //! - [`credentials`]: a provider's registry credentials through the flow;
 //! - [`refresh`]: renewing the cache ahead of the kubelet;
 //! - [`logging`]: the scrubbed logger;
-//! - [`stdio`]: the one read of stdin, the one write of stdout, the one
-//!   error line and the exit code;
 //! - [`docker_helper`]: the docker credential-helper protocol, from the same
 //!   credentials and cache;
 //! - [`runner`]: the command line and what each command does.

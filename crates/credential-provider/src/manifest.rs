@@ -42,18 +42,21 @@ pub enum ManifestError {
 
 /// The images of the manifest file at `path` (`-`: stdin, which must be piped).
 pub fn read(path: &std::path::Path) -> Result<Vec<ManifestImage>, ManifestError> {
-    use std::io::{IsTerminal as _, Read as _};
+    use std::io::Read as _;
     let stdin = path.as_os_str() == "-";
     let source_name = if stdin { "stdin".to_string() } else { path.display().to_string() };
     let read_error = |message: String| ManifestError::Read { source_name: source_name.clone(), message };
-    let mut bytes = Vec::new();
-    let limit = MAX_MANIFEST_BYTES as u64 + 1;
-    let read = match stdin {
-        true if std::io::stdin().is_terminal() => return Err(read_error("nothing is piped in".to_string())),
-        true => std::io::stdin().lock().take(limit).read_to_end(&mut bytes),
-        false => std::fs::File::open(path).and_then(|file| file.take(limit).read_to_end(&mut bytes)),
+    let bytes = match stdin {
+        true => crate::stdio::read_stdin(MAX_MANIFEST_BYTES, "nothing is piped in")
+            .map_err(|e| read_error(e.to_string()))?,
+        false => {
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut bytes))
+                .map_err(|e| read_error(e.to_string()))?;
+            bytes
+        }
     };
-    read.map_err(|e| read_error(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|_| read_error("not UTF-8 text".to_string()))?;
     images(&source_name, &text)
 }

@@ -383,9 +383,8 @@ fn check<P: Provider>(
             }
             Err(error) => ImageCheck::new(image, Verdict::Failed { error: secret::scrub(&error.to_string()) }),
         };
-        if let Some(used) = used {
-            checked.sources = used.sources;
-            checked.service_accounts = used.service_accounts;
+        if let Some(used) = &used {
+            checked.used_by(used);
         }
         images.push(checked);
     }

@@ -42,19 +42,13 @@ pub fn check(
 ) -> CheckRun {
     // Each provider's images, as the kubelet matches them.
     let mut by_provider: Vec<(&Provider, Vec<&str>)> = providers.iter().map(|p| (p, Vec::new())).collect();
-    let mut unmatched = Vec::new();
     for want in wanted {
         let as_sent =
             ImageRef::parse(&want.image).map(|image| image.repository()).unwrap_or_else(|_| want.image.clone());
-        let mut matched = false;
         for (provider, images) in &mut by_provider {
             if provider.matches(&as_sent) && !images.contains(&want.image.as_str()) {
                 images.push(&want.image);
-                matched = true;
             }
-        }
-        if !matched {
-            unmatched.push(want.image.as_str());
         }
     }
     let mut found: BTreeMap<(&str, &str), ImageCheck> = BTreeMap::new();
@@ -70,21 +64,29 @@ pub fn check(
             }
         }
     }
-    // In the order asked, each image once per provider that checked it.
+    // In the order asked, each image once per provider that matches it (a
+    // report that says nothing of it is a failure), or once as no provider's.
     let mut images = Vec::new();
     for want in wanted {
         let mut checks: Vec<ImageCheck> = by_provider
             .iter()
-            .filter_map(|(provider, _)| found.remove(&(want.image.as_str(), provider.spec.name.as_str())))
+            .filter(|(_, images)| images.contains(&want.image.as_str()))
+            .map(|(provider, _)| {
+                let name = provider.spec.name.as_str();
+                found.get(&(want.image.as_str(), name)).cloned().unwrap_or_else(|| {
+                    let error = format!("{name}'s report says nothing of this image");
+                    let mut missing = ImageCheck::new(want.image.clone(), Verdict::Failed { error });
+                    missing.provider = Some(name.to_string());
+                    missing
+                })
+            })
             .collect();
-        if checks.is_empty() && unmatched.contains(&want.image.as_str()) {
+        if checks.is_empty() {
             checks.push(ImageCheck::new(want.image.clone(), Verdict::NoProvider));
-            unmatched.retain(|image| *image != want.image);
         }
         for mut check in checks {
             if let Some(used) = &want.used {
-                check.sources = used.sources.clone();
-                check.service_accounts = used.service_accounts.clone();
+                check.used_by(used);
             }
             images.push(check);
         }
