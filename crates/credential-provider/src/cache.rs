@@ -18,9 +18,8 @@
 //! lock file is replaced by one created exclusively, so that nothing in the
 //! directory can make a plugin read or create a file elsewhere.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::files;
+use crate::platform::{self, PrivateDirError};
 use crate::secret::Secret;
 
 /// Bumped whenever the entry layout or the key derivation changes; entries of
@@ -38,7 +38,12 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Entries are small; anything larger is not ours.
 const MAX_ENTRY_BYTES: u64 = 64 * 1024;
 
-/// The cache directory for root, where the kubelet runs plugins.
+/// The cache directory's name, under the system's cache directory for the
+/// account the kubelet runs plugins as (`/var/cache`; `%ProgramData%` on
+/// Windows) or the user's own.
+pub const DIR_NAME: &str = "kubelet-credential-providers";
+
+/// Root's cache directory on Linux, which the node examples mount.
 pub const SYSTEM_DIR: &str = "/var/cache/kubelet-credential-providers";
 
 /// Why the cache could not be used.
@@ -52,18 +57,12 @@ pub enum CacheError {
     Entry { path: PathBuf, source: io::Error },
 }
 
-/// The default cache directory: the system one for root, else
-/// `$XDG_CACHE_HOME/kubelet-credential-providers` (or `~/.cache/…`).
+/// The default cache directory: the system one for the kubelet's account
+/// (root, `/var/cache/kubelet-credential-providers`; LocalSystem on Windows,
+/// `%ProgramData%\\kubelet-credential-providers`), else the user's own
+/// (`$XDG_CACHE_HOME` or `~/.cache`; `%LOCALAPPDATA%` on Windows).
 pub fn default_dir() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        return PathBuf::from(SYSTEM_DIR);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("kubelet-credential-providers")
+    platform::default_cache_dir(DIR_NAME)
 }
 
 /// The name of one entry: a hash of every input that changes the credential.
@@ -192,34 +191,17 @@ pub struct EntryLock {
 }
 
 impl Cache {
-    /// Opens `dir`, creating it 0700 if needed. A directory that another user
-    /// owns, or that others can write, is refused: whoever can write it can
-    /// plant credentials that the kubelet would hand to a registry.
+    /// Opens `dir`, creating it private if needed (0700; a protected ACL on
+    /// Windows). A directory that another account owns, or that others can
+    /// write, is refused: whoever can write it can plant credentials that the
+    /// kubelet would hand to a registry.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
-        let unsafe_dir = |reason: String| CacheError::UnsafeDirectory { path: dir.to_path_buf(), reason };
-        let meta =
-            fs::symlink_metadata(dir).map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
-        if !meta.is_dir() {
-            return Err(unsafe_dir("is not a directory (symbolic links are refused)".into()));
-        }
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me {
-            return Err(unsafe_dir(format!("is owned by uid {}, not by this process's uid {me}", meta.uid())));
-        }
-        let mode = meta.mode() & 0o777;
-        if mode & 0o022 != 0 {
-            return Err(unsafe_dir(format!("is writable by others (mode {mode:o})")));
-        }
-        if mode != 0o700 {
-            // Ours and not writable by others, but readable: tighten it.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|source| CacheError::Directory { path: dir.to_path_buf(), source })?;
-        }
+        let io_error = |source| CacheError::Directory { path: dir.to_path_buf(), source };
+        platform::create_private_dir(dir).map_err(io_error)?;
+        platform::check_private_dir(dir).map_err(|e| match e {
+            PrivateDirError::Unsafe(reason) => CacheError::UnsafeDirectory { path: dir.to_path_buf(), reason },
+            PrivateDirError::Io(source) => io_error(source),
+        })?;
         Ok(Cache { dir: dir.to_path_buf() })
     }
 
@@ -376,7 +358,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
             }
             Err(e) => return Err(e),
         }
-        match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+        match platform::with_mode(OpenOptions::new().read(true).write(true).create_new(true), 0o600).open(path) {
             Ok(file) => return Ok(file),
             // Another process created it meanwhile: open that one.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -387,18 +369,12 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 }
 
 /// Opens `path` with `options`, never following a symbolic link in its last
-/// component (`O_NOFOLLOW`) nor blocking on a FIFO. Anything that is not a
-/// regular file, a link included, is `InvalidData`.
+/// component nor blocking on a FIFO. Anything that is not a regular file, a
+/// link included, is `InvalidData`.
 fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    use rustix::fs::OFlags;
-    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
-    let not_regular = || io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
-    let file = options.custom_flags(flags.bits() as i32).open(path).map_err(|e| {
-        // ELOOP: O_NOFOLLOW's refusal of a link.
-        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { not_regular() } else { e }
-    })?;
+    let file = platform::open_no_follow(path, options)?;
     if !file.metadata()?.is_file() {
-        return Err(not_regular());
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }
     Ok(file)
 }
@@ -460,6 +436,8 @@ pub fn parse_entry(body: &[u8]) -> Option<CachedCredential> {
 mod tests {
     use super::*;
     use crate::clock::unix_now;
+    #[cfg(unix)]
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn entry(key: &CacheKey, now: u64) -> CachedCredential {
         CachedCredential {
@@ -487,6 +465,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn round_trip_with_private_modes() {
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = temp.path().join("cache");
@@ -533,6 +512,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn refuses_world_writable_directories_and_tightens_readable_ones() {
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = temp.path().join("open");

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::ser::SerializeMap as _;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::files;
+use crate::platform;
 
 /// What every credential helper's executable is called, before its name.
 pub const HELPER_PREFIX: &str = "docker-credential-";
@@ -31,7 +31,10 @@ const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 /// changed when one of these is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerConfigError {
-    #[error("cannot tell where the docker config is: neither DOCKER_CONFIG nor HOME is set; pass --config FILE")]
+    #[error(
+        "cannot tell where the docker config is: neither DOCKER_CONFIG nor {} is set; pass --config FILE",
+        platform::HOME_VARIABLE
+    )]
     NoHome,
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -54,24 +57,26 @@ impl DockerConfigError {
 }
 
 /// The docker config clients read: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
+/// `~/.docker/config.json` (`%USERPROFILE%\\.docker\\config.json` on Windows).
 pub fn default_config_path() -> Result<PathBuf, DockerConfigError> {
     let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = non_empty(DOCKER_CONFIG_VARIABLE) {
         return Ok(dir.join("config.json"));
     }
-    non_empty("HOME").map(|home| home.join(".docker").join("config.json")).ok_or(DockerConfigError::NoHome)
+    non_empty(platform::HOME_VARIABLE)
+        .map(|home| home.join(".docker").join("config.json"))
+        .ok_or(DockerConfigError::NoHome)
 }
 
-/// The executable docker runs for helper `name`, refusing names that are not
-/// one file name.
+/// The executable docker runs for helper `name` (with `.exe` on Windows),
+/// refusing names that are not one file name.
 pub fn helper_executable(name: &str) -> Result<String, DockerConfigError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !name.starts_with('.');
     match valid {
-        true => Ok(format!("{HELPER_PREFIX}{name}")),
+        true => Ok(platform::executable_name(&format!("{HELPER_PREFIX}{name}"))),
         false => Err(DockerConfigError::BadHelperName(name.to_string())),
     }
 }
@@ -131,16 +136,13 @@ pub fn add_cred_helpers(
 
     let body = encode_like_docker(&config).map_err(|e| not_a_config(&e.to_string()))?;
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(DockerConfigError::io(dir))?;
+        platform::create_private_dir(dir).map_err(DockerConfigError::io(dir))?;
     }
-    let mode = meta.map_or(0o600, |meta| meta.permissions().mode() & 0o7777);
+    let mode = meta.map_or(0o600, platform::file_mode);
     files::write_atomically(&target, &body, mode).map_err(DockerConfigError::io(&target))?;
-    if let Some(meta) = meta
-        && (meta.uid(), meta.gid()) != owner_of(&target)?
-    {
+    if let Some(meta) = meta {
         // Root editing a user's file: it stays the user's.
-        std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()))
-            .map_err(DockerConfigError::io(&target))?;
+        platform::keep_owner(&target, meta).map_err(DockerConfigError::io(&target))?;
     }
     Ok(changes)
 }
@@ -246,11 +248,6 @@ fn read_config(path: &Path) -> Result<Option<ExistingConfig>, DockerConfigError>
     }
 }
 
-fn owner_of(path: &Path) -> Result<(u32, u32), DockerConfigError> {
-    let meta = fs::metadata(path).map_err(DockerConfigError::io(path))?;
-    Ok((meta.uid(), meta.gid()))
-}
-
 /// JSON indented with tabs and ending in a newline, as docker writes its config
 /// (the members kept as they were written keep their own layout).
 fn encode_like_docker(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
@@ -269,7 +266,8 @@ pub enum LinkChange {
     Unchanged,
 }
 
-/// Makes `dir/docker-credential-<helper>` a symbolic link to `program`,
+/// Makes `dir/docker-credential-<helper>` a symbolic link to `program` (on
+/// Windows, `docker-credential-<helper>.exe`, a hard link or a copy),
 /// atomically. A file there that runs `program` already is kept; a link that
 /// leads nowhere is replaced; anything else is another program's and refused.
 pub fn link_helper(dir: &Path, executable: &str, program: &Path) -> Result<(PathBuf, LinkChange), DockerConfigError> {
@@ -288,10 +286,10 @@ pub fn link_helper(dir: &Path, executable: &str, program: &Path) -> Result<(Path
             }
         }
     }
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(DockerConfigError::io(dir))?;
+    fs::create_dir_all(dir).map_err(DockerConfigError::io(dir))?;
     let temp = dir.join(format!(".{executable}.{}.tmp", std::process::id()));
     let _ = fs::remove_file(&temp);
-    let result = std::os::unix::fs::symlink(program, &temp).and_then(|()| fs::rename(&temp, &link));
+    let result = platform::install_helper_file(program, &temp).and_then(|()| fs::rename(&temp, &link));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
@@ -313,9 +311,10 @@ pub fn is_on_path(dir: &Path) -> bool {
 /// The first `executable` on `PATH` that may be run, as clients look it up.
 pub fn find_on_path(executable: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).filter(|dir| !dir.as_os_str().is_empty()).map(|dir| dir.join(executable)).find(
-        |candidate| fs::metadata(candidate).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0),
-    )
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(executable))
+        .find(|candidate| fs::metadata(candidate).is_ok_and(|meta| platform::is_executable(&meta)))
 }
 
 /// Whether running `file` runs `program`: the same file through links, or a
@@ -324,7 +323,7 @@ pub fn runs_program(file: &Path, program: &Path) -> bool {
     let (Ok(a), Ok(b)) = (fs::metadata(file), fs::metadata(program)) else {
         return false;
     };
-    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+    if platform::same_file(&a, &b) {
         return true;
     }
     a.len() == b.len() && matches!((fs::read(file), fs::read(program)), (Ok(x), Ok(y)) if x == y)
@@ -338,10 +337,12 @@ fn describe_file(path: &Path) -> String {
     }
 }
 
-#[cfg(test)]
+// The tests make modes and symbolic links: Linux's.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::os::unix::fs::PermissionsExt;
 
     fn config_at(dir: &Path, body: &str, mode: u32) -> PathBuf {
         let path = dir.join("config.json");

@@ -70,6 +70,7 @@ pub fn args_as_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
         .first()
         .and_then(|argv0| Path::new(argv0).file_name())
         .and_then(|name| name.to_str())
+        .map(crate::platform::program_name)
         .filter(|name| name.starts_with(HELPER_PREFIX))
         .map(str::to_string);
     if let Some(name) = invoked_as {

@@ -1,18 +1,20 @@
 //! Replacing a file whole: the one way this crate writes a file that another
 //! process may be reading (a cache entry, a user's docker config).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::platform;
 
 /// Tells apart the temp files of one process's writers.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `content` to `target` atomically and durably: a temp file beside it
-/// (`.<name>.<pid>.<n>.tmp`, created with `mode` whatever the umask), fsync,
-/// rename over `target`, fsync of the directory. A reader sees the old file
+/// (`.<name>.<pid>.<n>.tmp`, created with `mode` whatever the umask; on
+/// Windows, with the ACL the directory passes on), fsync, rename over
+/// `target`, fsync of the directory (where the system has one). A reader sees the old file
 /// or the new one, never a mix, whatever happens to this process or the
 /// power; a failed write removes its temp file.
 pub fn write_atomically(target: &Path, content: &[u8], mode: u32) -> io::Result<()> {
@@ -20,12 +22,12 @@ pub fn write_atomically(target: &Path, content: &[u8], mode: u32) -> io::Result<
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        let mut file = platform::with_mode(OpenOptions::new().write(true).create_new(true), mode).open(&temp)?;
+        platform::set_private_mode(&file, mode)?;
         file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&temp, target)?;
-        File::open(dir)?.sync_all()
+        platform::sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -36,9 +38,11 @@ pub fn write_atomically(target: &Path, content: &[u8], mode: u32) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
     use std::os::unix::fs::MetadataExt;
 
     #[test]
+    #[cfg(unix)]
     fn replaces_whole_with_the_mode_asked_for() {
         let temp = tempfile::tempdir().expect("tempdir");
         let target = temp.path().join("config.json");

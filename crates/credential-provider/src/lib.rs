@@ -10,6 +10,8 @@
 //! - [`jwt`]: the claims of tokens the clouds issue (their expiry);
 //! - [`endpoints`]: where each call goes, and the overrides tests use;
 //! - [`protocol`]: the kubelet's request and response, every API version;
+//! - [`platform`]: what differs between Linux and Windows nodes (the cache's
+//!   place and privacy, links, signals), each behind one function;
 //! - [`files`]: replacing a file whole, atomically and durably;
 //! - [`docker_config`]: `credHelpers` entries in a docker config file, and
 //!   the `docker-credential-<name>` link to a plugin;
@@ -52,6 +54,7 @@ pub mod jwt;
 pub mod logging;
 pub mod manifest;
 pub mod matching;
+pub mod platform;
 pub mod protocol;
 pub mod provider;
 pub mod refresh;

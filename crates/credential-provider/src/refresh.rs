@@ -76,16 +76,15 @@ pub fn run<P: Provider>(provider: &P, cache: &Cache, every: Option<Duration>, js
     }
 }
 
-/// Runs `pass` once, or every `every` (jittered) until SIGTERM or SIGINT,
+/// Runs `pass` once, or every `every` (jittered) until SIGTERM or SIGINT
+/// (on Windows: Ctrl-C, Ctrl-Break, the console closing, or shutdown),
 /// which end the wait at once and the pass between entries. Returns the last
 /// pass's result for a single pass, `None` when looping (a loop ends only
 /// when asked to).
 pub fn repeat<T>(label: &str, every: Option<Duration>, mut pass: impl FnMut(&AtomicBool) -> T) -> Option<T> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            tracing::warn!("cannot handle signal {signal} ({e}); it will end the process abruptly");
-        }
+    if let Err(e) = crate::platform::on_stop(&stop) {
+        tracing::warn!("cannot handle the request to stop ({e}); it will end the process abruptly");
     }
     let stopping = || {
         eprintln!("{label}: stopping: asked to terminate");

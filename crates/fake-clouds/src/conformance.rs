@@ -53,6 +53,17 @@ impl Exec {
 /// one Cargo built. `scripts/check-release` sets it.
 pub const BIN_DIR_VARIABLE: &str = "CREDENTIAL_PROVIDER_TEST_BIN_DIR";
 
+/// The variable that says the binaries under test are Windows executables
+/// (run under wine by [`BIN_DIR_VARIABLE`]'s wrappers): `windows`. The
+/// checks of what only Linux has (modes, FIFOs, uids) then check Windows'
+/// counterpart, as wine shows it.
+pub const TARGET_VARIABLE: &str = "CREDENTIAL_PROVIDER_TEST_TARGET";
+
+/// Whether the binaries under test are Windows executables.
+pub fn testing_windows_binaries() -> bool {
+    std::env::var(TARGET_VARIABLE).is_ok_and(|target| target == "windows")
+}
+
 /// `binary`, or its namesake in [`BIN_DIR_VARIABLE`]'s directory.
 pub fn binary_under_test(binary: PathBuf) -> PathBuf {
     let replacement = std::env::var_os(BIN_DIR_VARIABLE)

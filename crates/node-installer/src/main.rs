@@ -15,12 +15,11 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use credential_provider::files;
+use credential_provider::{files, platform};
 use kubelet_config as config;
 
 /// Install the credential provider plugins and their configs on this node.
@@ -119,33 +118,47 @@ fn validate(configs: &[PathBuf], config_dir: &Path, binaries: &[PathBuf], bin_di
     }
     let providers = config::load_files(&merged)
         .map_err(|errors| InstallError::Invalid(errors.iter().map(ToString::to_string).collect()))?;
-    let shipped: BTreeSet<&str> = binaries.iter().filter_map(|b| b.file_name()?.to_str()).collect();
+    // A provider is its binary's name, without `.exe` on Windows.
+    let shipped: BTreeSet<&str> =
+        binaries.iter().filter_map(|b| b.file_name()?.to_str()).map(platform::program_name).collect();
     let missing: Vec<String> = providers
         .iter()
         .map(|p| p.spec.name.as_str())
-        .filter(|name| !shipped.contains(name) && !bin_dir.join(name).is_file())
+        .filter(|name| {
+            !shipped.contains(name)
+                && !bin_dir.join(name).is_file()
+                && !bin_dir.join(platform::executable_name(name)).is_file()
+        })
         .map(|name| format!("provider {name} has no binary in the image nor in {}", bin_dir.display()))
         .collect();
     if missing.is_empty() { Ok(()) } else { Err(InstallError::Invalid(missing)) }
 }
 
 /// Copies each file into `dir` under its own name, atomically, with `mode`;
-/// a file already there with the same content is left alone.
+/// a file already there with the same content (and mode) is left alone. A
+/// Windows executable (`NAME.exe`) is installed as `NAME` too, as AKS does:
+/// kubelets before 1.29 (kubernetes#120291) look a plugin up without `.exe`.
 fn install_files(files: &[PathBuf], dir: &Path, mode: u32) -> Result<(), InstallError> {
     fs::create_dir_all(dir).map_err(|e| InstallError::Io(format!("cannot create {}: {e}", dir.display())))?;
     for file in files {
         let name = file_name(file)?;
-        let target = dir.join(name);
         let content = fs::read(file).map_err(|e| InstallError::Io(format!("cannot read {}: {e}", file.display())))?;
-        let unchanged = fs::read(&target).is_ok_and(|existing| existing == content)
-            && fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o777 == mode);
-        if unchanged {
-            println!("up to date: {}", target.display());
-            continue;
+        let mut names = vec![name];
+        if platform::program_name(name) != name {
+            names.push(platform::program_name(name));
         }
-        files::write_atomically(&target, &content, mode)
-            .map_err(|e| InstallError::Io(format!("cannot install {}: {e}", target.display())))?;
-        println!("installed: {}", target.display());
+        for name in names {
+            let target = dir.join(name);
+            let unchanged = fs::read(&target).is_ok_and(|existing| existing == content)
+                && fs::metadata(&target).is_ok_and(|m| platform::has_mode(&m, mode));
+            if unchanged {
+                println!("up to date: {}", target.display());
+                continue;
+            }
+            files::write_atomically(&target, &content, mode)
+                .map_err(|e| InstallError::Io(format!("cannot install {}: {e}", target.display())))?;
+            println!("installed: {}", target.display());
+        }
     }
     Ok(())
 }

@@ -15,7 +15,8 @@
 //!
 //! Each plugin run has a deadline (`--plugin-timeout`, the kubelet's own 60 s
 //! by default), after which it is killed; SIGTERM or SIGINT is passed on to
-//! the running plugin, which stops between entries, and the agent exits
+//! the running plugin (on Windows, the console's Ctrl-C or Ctrl-Break reaches
+//! it with the agent), which stops between entries, and the agent exits
 //! within a few seconds (a plugin that does not stop in that grace is
 //! killed): a DaemonSet's grace period is never outlived.
 //!
@@ -260,7 +261,7 @@ enum Ended {
     Stopped,
 }
 
-/// Waits for `child` for at most `timeout`, passing SIGTERM on as soon as
+/// Waits for `child` for at most `timeout`, passing SIGTERM on (on Linux) as soon as
 /// `stop` is set and killing it [`STOP_GRACE`] later if it has not ended.
 fn wait(child: &mut Child, timeout: Duration, stop: &AtomicBool) -> Ended {
     let deadline = Instant::now() + timeout;
@@ -280,8 +281,7 @@ fn wait(child: &mut Child, timeout: Duration, stop: &AtomicBool) -> Ended {
         }
         match stopped_at {
             None if stop.load(Ordering::Relaxed) => {
-                let pid = rustix::process::Pid::from_child(child);
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                credential_provider::platform::ask_to_stop(child);
                 stopped_at = Some(now);
             }
             Some(at) if now.duration_since(at) >= STOP_GRACE => {
