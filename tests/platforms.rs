@@ -110,15 +110,37 @@ fn aks_linux_network_isolated() {
     every_pattern_answers("aks-linux-network-isolated.yaml", "acr", ACR_IMAGES, Some(&args));
 }
 
+/// An image of each Google registry form: the legacy host, GCR and Artifact Registry.
+const GCR_IMAGES: &[&str] = &[
+    "container.cloud.google.com/fake-project/app",
+    "gcr.io/fake-project/app",
+    "eu.gcr.io/fake-project/app",
+    "us-docker.pkg.dev/fake-project/images/app",
+];
+
+#[test]
+fn eks_windows() {
+    every_pattern_answers("eks-windows.yaml", "ecr", ECR_IMAGES, None);
+}
+
+#[test]
+fn aks_windows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let args = aks_args(dir.path(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    every_pattern_answers("aks-windows.yaml", "acr", ACR_IMAGES, Some(&args));
+}
+
+/// GCE Windows names the provider `auth-provider-gcp.exe`: the plugin runs
+/// under that name, with the config's own arguments.
+#[test]
+fn gce_windows() {
+    every_pattern_answers("gce-windows.yaml", "gcr", GCR_IMAGES, None);
+}
+
 #[test]
 fn gke_kube_up() {
-    let images = [
-        "container.cloud.google.com/fake-project/app",
-        "gcr.io/fake-project/app",
-        "eu.gcr.io/fake-project/app",
-        "us-docker.pkg.dev/fake-project/images/app",
-    ];
-    every_pattern_answers("gke-kube-up.yaml", "gcr", &images, None);
+    every_pattern_answers("gke-kube-up.yaml", "gcr", GCR_IMAGES, None);
 }
 
 #[test]

@@ -111,6 +111,16 @@ impl Provider {
     }
 }
 
+/// The file the kubelet runs for the provider `name` from `bin_dir`: the
+/// file of that name, or on Windows `name.exe` when there is none (as the
+/// kubelet looks it up there since 1.29, kubernetes#120291; AKS installs
+/// both for older kubelets).
+pub fn plugin_path(bin_dir: &Path, name: &str) -> PathBuf {
+    let exact = bin_dir.join(name);
+    let with_suffix = bin_dir.join(credential_provider::platform::executable_name(name));
+    if cfg!(windows) && !exact.is_file() && with_suffix.is_file() { with_suffix } else { exact }
+}
+
 /// Whether the kubelet reads a file of a config directory by its name:
 /// `*.json`, `*.yaml` and `*.yml` only.
 pub fn is_config_file_name(path: &Path) -> bool {

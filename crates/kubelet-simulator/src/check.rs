@@ -129,7 +129,7 @@ fn run_check(
     let failed = |error: String| -> Vec<ImageCheck> {
         images.iter().map(|image| ImageCheck::new(*image, Verdict::Failed { error: error.clone() })).collect()
     };
-    let exec = match run(&bin_dir.join(&spec.name), &args, &spec.env, "", timeout) {
+    let exec = match run(&kubelet_config::plugin_path(bin_dir, &spec.name), &args, &spec.env, "", timeout) {
         Ok(exec) => exec,
         Err(e) => return failed(format!("{} could not be run: {e}", spec.name)),
     };

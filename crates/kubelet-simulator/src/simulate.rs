@@ -250,7 +250,7 @@ fn run_provider(
         }
     }
     let request = KubeletRequest::new(provider.api_version, image, token, annotations.as_ref()).to_json();
-    let binary = bin_dir.join(&spec.name);
+    let binary = kubelet_config::plugin_path(bin_dir, &spec.name);
     let started = Instant::now();
     let exec = match run(&binary, &spec.args, &spec.env, &request, timeout) {
         Ok(exec) => exec,
