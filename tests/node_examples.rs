@@ -140,3 +140,27 @@ fn the_monitoring_examples_check_and_their_alert_tests_pass() {
         .collect();
     assert_eq!(kept, [JOB, "metrics"]);
 }
+
+/// The Windows DaemonSet runs the agent on the node as LocalSystem, from the
+/// paths AKS Windows gives the kubelet, on the kubelet's own cache.
+#[test]
+fn the_windows_daemonset_refreshes_the_kubelets_cache_from_its_paths() {
+    let daemonset: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("node/windows-daemonset.yaml")).expect("the DaemonSet is YAML");
+    let spec = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "windows");
+    assert_eq!(spec["securityContext"]["windowsOptions"]["hostProcess"], true);
+    assert_eq!(spec["securityContext"]["windowsOptions"]["runAsUserName"], "NT AUTHORITY\\SYSTEM");
+    let refresh = &spec["containers"][0];
+    assert_eq!(refresh["command"][0], r"c:\var\lib\kubelet\credential-provider\credential-provider-refresh.exe");
+    let args: Vec<&str> = refresh["args"].as_sequence().expect("args").iter().filter_map(|a| a.as_str()).collect();
+    // The AKS Windows config, and the bin dir it is installed beside.
+    let aks = fake_clouds::examples::load("platforms/aks-windows.yaml");
+    assert_eq!(aks[0].spec.name, "acr-credential-provider");
+    assert!(args.contains(&r"--image-credential-provider-config=c:\k\credential-provider-config.yaml"), "{args:?}");
+    assert!(args.contains(&r"--image-credential-provider-bin-dir=c:\var\lib\kubelet\credential-provider"), "{args:?}");
+    assert_eq!(refresh["env"][0]["name"], "CREDENTIAL_PROVIDER_CACHE_DIR");
+    assert_eq!(refresh["env"][0]["value"], r"c:\ProgramData\kubelet-credential-providers");
+    assert!(args.contains(&"--metrics-address=:9477"));
+    assert_eq!(refresh["ports"][0]["containerPort"], 9477);
+}

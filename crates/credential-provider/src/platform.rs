@@ -107,6 +107,12 @@ pub fn judge_acl(owner: &str, entries: &[AclEntry]) -> AclVerdict {
     verdict
 }
 
+/// Whether `profile` (`%USERPROFILE%`) is LocalSystem's,
+/// `%SystemRoot%\System32\config\systemprofile`, whatever the drive and case.
+pub fn is_local_system_profile(profile: &str) -> bool {
+    profile.to_ascii_lowercase().trim_end_matches('\\').ends_with(r"\system32\config\systemprofile")
+}
+
 /// The default place for this account's cache: the system one for the
 /// account the kubelet runs as (root; LocalSystem on Windows), else the
 /// user's own cache directory, else the temporary directory.
@@ -129,6 +135,14 @@ mod tests {
 
     fn allow(sid: &str, mask: u32) -> AclEntry {
         AclEntry { allows: true, sid: sid.into(), mask }
+    }
+
+    #[test]
+    fn local_system_is_told_by_its_profile() {
+        assert!(is_local_system_profile(r"C:\Windows\system32\config\systemprofile"));
+        assert!(is_local_system_profile(r"D:\WINDOWS\System32\Config\SystemProfile\"));
+        assert!(!is_local_system_profile(r"C:\Users\ContainerAdministrator"));
+        assert!(!is_local_system_profile(r"C:\Users\systemprofile"));
     }
 
     #[test]

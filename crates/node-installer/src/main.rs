@@ -124,11 +124,7 @@ fn validate(configs: &[PathBuf], config_dir: &Path, binaries: &[PathBuf], bin_di
     let missing: Vec<String> = providers
         .iter()
         .map(|p| p.spec.name.as_str())
-        .filter(|name| {
-            !shipped.contains(name)
-                && !bin_dir.join(name).is_file()
-                && !bin_dir.join(platform::executable_name(name)).is_file()
-        })
+        .filter(|name| !shipped.contains(name) && !config::plugin_path(bin_dir, name).is_file())
         .map(|name| format!("provider {name} has no binary in the image nor in {}", bin_dir.display()))
         .collect();
     if missing.is_empty() { Ok(()) } else { Err(InstallError::Invalid(missing)) }

@@ -204,7 +204,7 @@ fn pass(
 /// Runs one provider's `refresh --json` as the kubelet would exec it, for
 /// at most `timeout`: what its pass reported on stdout.
 fn refresh_provider(provider: &Provider, bin_dir: &Path, timeout: Duration, stop: &AtomicBool) -> RunOutcome {
-    let binary = bin_dir.join(&provider.spec.name);
+    let binary = kubelet_config::plugin_path(bin_dir, &provider.spec.name);
     let mut child = Command::new(&binary)
         .args(&provider.spec.args)
         .args(["refresh", "--json"])

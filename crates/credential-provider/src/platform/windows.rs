@@ -34,10 +34,7 @@ const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 /// (`%SystemRoot%\System32\config\systemprofile`): a wrong answer only picks
 /// the other directory, which is checked all the same.
 pub fn runs_as_system() -> bool {
-    std::env::var_os("USERPROFILE").is_some_and(|profile| {
-        let profile = profile.to_string_lossy().to_ascii_lowercase();
-        profile.trim_end_matches('\\').ends_with(r"\config\systemprofile")
-    })
+    std::env::var_os("USERPROFILE").is_some_and(|profile| super::is_local_system_profile(&profile.to_string_lossy()))
 }
 
 /// `%ProgramData%\NAME`: LocalSystem's cache, on the system drive.
