@@ -80,6 +80,14 @@ fn aks_args(dir: &Path, rest: &[&str]) -> Vec<String> {
     args
 }
 
+/// Runs the AKS config `file` with the node's azure.json and `rest` as its arguments.
+fn aks_config_answers(file: &str, rest: &[&str]) {
+    let dir = tempfile::tempdir().expect("dir");
+    let args = aks_args(dir.path(), rest);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    every_pattern_answers(file, "acr", ACR_IMAGES, Some(&args));
+}
+
 /// An image of each ACR cloud's registries, global and geo-replicated
 /// (`name.region.geo.azurecr.*`), and of MCR (which a network-isolated cluster mirrors).
 const ACR_IMAGES: &[&str] = &[
@@ -96,18 +104,12 @@ const ACR_IMAGES: &[&str] = &[
 
 #[test]
 fn aks_linux() {
-    let dir = tempfile::tempdir().expect("dir");
-    let args = aks_args(dir.path(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    every_pattern_answers("aks-linux.yaml", "acr", ACR_IMAGES, Some(&args));
+    aks_config_answers("aks-linux.yaml", &[]);
 }
 
 #[test]
 fn aks_linux_network_isolated() {
-    let dir = tempfile::tempdir().expect("dir");
-    let args = aks_args(dir.path(), &["--registry-mirror=mcr.microsoft.com:myacr.azurecr.io"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    every_pattern_answers("aks-linux-network-isolated.yaml", "acr", ACR_IMAGES, Some(&args));
+    aks_config_answers("aks-linux-network-isolated.yaml", &["--registry-mirror=mcr.microsoft.com:myacr.azurecr.io"]);
 }
 
 /// An image of each Google registry form: the legacy host, GCR and Artifact Registry.
@@ -125,10 +127,7 @@ fn eks_windows() {
 
 #[test]
 fn aks_windows() {
-    let dir = tempfile::tempdir().expect("dir");
-    let args = aks_args(dir.path(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    every_pattern_answers("aks-windows.yaml", "acr", ACR_IMAGES, Some(&args));
+    aks_config_answers("aks-windows.yaml", &[]);
 }
 
 /// GCE Windows names the provider `auth-provider-gcp.exe`: the plugin runs
