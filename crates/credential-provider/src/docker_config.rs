@@ -286,7 +286,7 @@ pub fn link_helper(dir: &Path, executable: &str, program: &Path) -> Result<(Path
             }
         }
     }
-    fs::create_dir_all(dir).map_err(DockerConfigError::io(dir))?;
+    platform::create_shared_dir(dir).map_err(DockerConfigError::io(dir))?;
     let temp = dir.join(format!(".{executable}.{}.tmp", std::process::id()));
     let _ = fs::remove_file(&temp);
     let result = platform::install_helper_file(program, &temp).and_then(|()| fs::rename(&temp, &link));

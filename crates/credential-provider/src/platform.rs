@@ -18,9 +18,9 @@ mod imp;
 mod imp;
 
 pub use imp::{
-    ask_to_stop, check_private_dir, create_private_dir, file_mode, has_mode, install_helper_file, is_executable,
-    keep_owner, on_stop, open_no_follow, runs_as_system, same_file, set_private_mode, sync_dir, system_cache_dir,
-    user_cache_base, with_mode,
+    ask_to_stop, check_private_dir, create_private_dir, create_shared_dir, file_mode, has_mode, install_helper_file,
+    is_executable, keep_owner, on_stop, open_no_follow, runs_as_system, same_file, set_private_mode, sync_dir,
+    system_cache_dir, user_cache_base, with_mode,
 };
 
 /// The variable that names the user's home directory, under which docker

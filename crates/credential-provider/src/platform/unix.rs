@@ -34,6 +34,12 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+/// Creates `dir` and its missing parents for programs every user runs:
+/// mode 0755 whatever the umask.
+pub fn create_shared_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o755).create(dir)
+}
+
 /// Refuses a directory that another user owns or that others may write;
 /// tightens one that is ours but readable by others to 0700.
 pub fn check_private_dir(dir: &Path) -> Result<(), PrivateDirError> {

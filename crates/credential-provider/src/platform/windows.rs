@@ -76,6 +76,12 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     result
 }
 
+/// Creates `dir` and its missing parents for programs every user runs: the
+/// ACL its parent passes on.
+pub fn create_shared_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
 /// Sets `dir`'s ACL to full control for SYSTEM, Administrators and its owner
 /// (this process's account, which created it), inherited by everything in
 /// it, and nothing inherited from above.
