@@ -30,6 +30,7 @@ use crate::credentials;
 use crate::docker_config::{self, EntryChange, HELPER_PREFIX, LinkChange};
 use crate::error::Error;
 use crate::image::ImageRef;
+use crate::platform;
 use crate::provider::{Provider, binary_name};
 use crate::secret::Secret;
 use crate::stdio;
@@ -285,8 +286,8 @@ pub fn install<P: Provider>(provider: &P, installation: &Installation) -> Result
         }
         (None, Some(found)) => report += &format!("{}: on PATH, runs {}\n", found.display(), program.display()),
         (None, None) => tracing::warn!(
-            "{executable} is not on PATH, so clients will not find it: rerun with --bin-dir DIR (a directory on PATH), or: ln -s {} DIR/{executable}",
-            program.display()
+            "{executable} is not on PATH, so clients will not find it: rerun with --bin-dir DIR (a directory on PATH), or: {}",
+            platform::helper_link_command(&program, &executable)
         ),
     }
     let config = match &installation.config {

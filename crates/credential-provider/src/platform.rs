@@ -8,7 +8,7 @@
 //! the same signature and the same promise, so that a reader of the cache or
 //! the docker helper never meets a `cfg`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[cfg(unix)]
 #[path = "platform/unix.rs"]
@@ -42,6 +42,17 @@ pub fn program_name(file_name: &str) -> &str {
     match file_name.len().checked_sub(suffix.len()) {
         Some(end) if !suffix.is_empty() && file_name[end..].eq_ignore_ascii_case(suffix) => &file_name[..end],
         _ => file_name,
+    }
+}
+
+/// The command that puts the docker helper `executable` on `PATH` by hand,
+/// for a hint: a symbolic link on Linux; on Windows a hard link (`mklink /H`,
+/// cmd's own), since a symbolic link takes a privilege there.
+pub fn helper_link_command(program: &Path, executable: &str) -> String {
+    if cfg!(windows) {
+        format!("mklink /H DIR\\{executable} {}", program.display())
+    } else {
+        format!("ln -s {} DIR/{executable}", program.display())
     }
 }
 
@@ -185,6 +196,16 @@ mod tests {
         } else {
             assert_eq!(file, "docker-credential-ecr");
             assert_eq!(program_name("docker-credential-ecr.exe"), "docker-credential-ecr.exe");
+        }
+    }
+
+    #[test]
+    fn the_helper_hint_names_this_family_s_link() {
+        let command = helper_link_command(Path::new("/opt/bin/ecr-credential-provider"), "docker-credential-ecr");
+        if cfg!(windows) {
+            assert_eq!(command, "mklink /H DIR\\docker-credential-ecr /opt/bin/ecr-credential-provider");
+        } else {
+            assert_eq!(command, "ln -s /opt/bin/ecr-credential-provider DIR/docker-credential-ecr");
         }
     }
 }
