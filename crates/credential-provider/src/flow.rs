@@ -24,6 +24,9 @@ use crate::secret::{self, Secret};
 /// How long a renewal waits for another process renewing the same entry.
 /// With the fetch budget it stays well inside the kubelet's 60 s exec limit.
 pub const LOCK_WAIT: Duration = Duration::from_secs(15);
+/// What a renewal says when it stops waiting for another process's lock, so
+/// that a test can tell a lock waited out from one released by a death.
+pub const LOCK_WAITED_OUT: &str = "fetching without waiting longer";
 /// How long a stale credential, served because the cloud failed, may be
 /// kept: short, so that the next pull tries the cloud again soon.
 pub const STALE_KEEP: Duration = Duration::from_secs(30);
@@ -158,7 +161,7 @@ where
         Ok(lock) => {
             if lock.is_none() {
                 tracing::warn!(
-                    "another process has been renewing {} for {}s; fetching without waiting longer",
+                    "another process has been renewing {} for {}s; {LOCK_WAITED_OUT}",
                     place.label,
                     LOCK_WAIT.as_secs()
                 );

@@ -284,12 +284,19 @@ pub fn killed_processes_leave_a_usable_cache(subject: &Subject) {
         let _ = victim.kill();
         let _ = victim.wait();
     }
+    // A lock dies with its holder: no survivor waits it out. (Said by the
+    // plugin rather than timed here, since under qemu 16 execs alone can take
+    // longer than the wait.)
     for (image, child) in survivors {
         let exec = Exec::wait(child);
         expect_accepted(&exec, ApiVersion::V1, image, &(subject.secrets)());
+        assert!(
+            !exec.stderr.contains(credential_provider::flow::LOCK_WAITED_OUT),
+            "a survivor waited out a dead process's lock: {}",
+            exec.stderr
+        );
     }
     (subject.set_delay)(None);
-    assert!(started.elapsed() < Duration::from_secs(20), "no survivor waited out a dead process's lock");
     for entry in std::fs::read_dir(plugin.cache_dir()).expect("list").flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "json") {
